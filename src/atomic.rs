@@ -1,0 +1,239 @@
+//! Files that appear whole or not at all: written under a temporary name in the
+//! destination directory, fsynced, renamed into place, directory fsynced.
+//!
+//! Temporary names are registered so a SIGINT/SIGTERM handler can remove them
+//! before the process exits (see `signals`), and a leftover from SIGKILL is
+//! recognisable by its `.datamig-tmp-` infix and never taken for a result.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context, Result, bail};
+
+/// Marks temporary files; `datamig` never reads a file whose name contains it.
+pub const TMP_INFIX: &str = ".datamig-tmp-";
+
+static LIVE_TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Remove every registered temporary file. Called on the error path.
+pub fn remove_live_temps() {
+    if let Ok(mut v) = LIVE_TEMPS.lock() {
+        for p in v.drain(..) {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
+/// For the signal handler: remove the temporaries and exit while still holding
+/// the registry lock, so no other thread can create a new one in between.
+pub fn remove_temps_and_exit(code: i32) -> ! {
+    let guard = LIVE_TEMPS.lock();
+    if let Ok(mut v) = guard {
+        for p in v.drain(..) {
+            let _ = std::fs::remove_file(&p);
+        }
+        std::process::exit(code);
+    }
+    std::process::exit(code)
+}
+
+fn unregister(p: &Path) {
+    if let Ok(mut v) = LIVE_TEMPS.lock() {
+        v.retain(|q| q != p);
+    }
+}
+
+pub fn is_temp_name(name: &[u8]) -> bool {
+    name.windows(TMP_INFIX.len())
+        .any(|w| w == TMP_INFIX.as_bytes())
+}
+
+pub struct AtomicFile {
+    file: Option<File>,
+    tmp: PathBuf,
+    dest: PathBuf,
+    no_clobber: bool,
+}
+
+impl AtomicFile {
+    /// `mode` applies from creation on, so secrets are never briefly world-readable.
+    /// With `no_clobber`, an existing `dest` is an error now and at commit.
+    pub fn create(dest: &Path, mode: u32, no_clobber: bool) -> Result<AtomicFile> {
+        if no_clobber && std::fs::symlink_metadata(dest).is_ok() {
+            bail!(
+                "{} already exists; datamig never overwrites it (move it away or pick another name)",
+                dest.display()
+            );
+        }
+        let dir = parent_dir(dest);
+        let name = dest.file_name().context("destination has no file name")?;
+        let mut tmp_name = OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!("{TMP_INFIX}{}-{}", std::process::id(), unique()));
+        let tmp = dir.join(tmp_name);
+        // Created under the registry lock: a signal either sees it or stops us
+        // before it exists.
+        let file = {
+            let mut live = LIVE_TEMPS.lock().unwrap_or_else(|e| e.into_inner());
+            let f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)
+                .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+            live.push(tmp.clone());
+            f
+        };
+        Ok(AtomicFile {
+            file: Some(file),
+            tmp,
+            dest: dest.to_path_buf(),
+            no_clobber,
+        })
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        self.file.as_mut().expect("file open until commit")
+    }
+
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// fsync, rename into place, fsync the directory.
+    pub fn commit(mut self) -> Result<()> {
+        let f = self.file.take().expect("file open until commit");
+        f.sync_all()
+            .with_context(|| format!("cannot flush {} to disk", self.tmp.display()))?;
+        drop(f);
+        if self.no_clobber {
+            rename_noreplace(&self.tmp, &self.dest)?;
+        } else {
+            std::fs::rename(&self.tmp, &self.dest)
+                .with_context(|| format!("cannot rename into {}", self.dest.display()))?;
+        }
+        unregister(&self.tmp);
+        sync_dir(parent_dir(&self.dest))?;
+        Ok(())
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file().write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file().flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+            unregister(&self.tmp);
+        }
+    }
+}
+
+fn parent_dir(p: &Path) -> &Path {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot fsync directory {}", dir.display()))
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    t ^ (N.fetch_add(1, Ordering::Relaxed) << 32)
+}
+
+/// rename(2) that fails instead of replacing an existing destination.
+fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).expect("no NUL in path");
+    let (f, t) = (c(from), c(to));
+    // SAFETY: both are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.kind() == io::ErrorKind::AlreadyExists {
+        bail!(
+            "{} appeared while datamig was writing it; the new copy was not put in its place",
+            to.display()
+        );
+    }
+    // Filesystems without RENAME_NOREPLACE: link() also refuses to replace.
+    if err.raw_os_error() == Some(libc::EINVAL) || err.raw_os_error() == Some(libc::ENOSYS) {
+        std::fs::hard_link(from, to).with_context(|| format!("cannot create {}", to.display()))?;
+        std::fs::remove_file(from)?;
+        return Ok(());
+    }
+    Err(err).with_context(|| format!("cannot rename into {}", to.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_file_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("m.jsonl");
+        {
+            let mut a = AtomicFile::create(&dest, 0o600, false).unwrap();
+            a.write_all(b"half").unwrap();
+        }
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn no_clobber_refuses_existing() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("a");
+        std::fs::write(&dest, b"keep").unwrap();
+        assert!(AtomicFile::create(&dest, 0o600, true).is_err());
+        assert_eq!(std::fs::read(&dest).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn commit_puts_whole_file_in_place_with_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("a");
+        let mut a = AtomicFile::create(&dest, 0o600, true).unwrap();
+        a.write_all(b"data").unwrap();
+        a.commit().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"data");
+        assert_eq!(
+            std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+}

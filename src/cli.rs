@@ -1,0 +1,170 @@
+//! The command line: clap definitions (doc comments are the help text) and the
+//! dispatch that turns flags into typed options and reports into output.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::commands;
+use crate::layout::Layout;
+use crate::progress;
+use crate::render;
+
+pub const DEFAULT_ROOT: &str = "/mnt/coordinaton_mcp_data/";
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  complete and clean
+  1  complete, with problems or discrepancies (listed in the report)
+  2  could not run (bad arguments, missing root, unreadable manifest, ...)";
+
+/// Inventory, verify, archive, restore and back up the coordination server's data root.
+#[derive(Debug, Parser)]
+#[command(name = "datamig", version, after_help = EXIT_CODES, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Data root [default: $V2_DATA_ROOT, else /mnt/coordinaton_mcp_data/]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Layout file replacing the built-in one (see `datamig layout`)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub layout: Option<PathBuf>,
+    /// Worker threads [default: all cores]
+    #[arg(short = 'j', long = "jobs", global = true, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// No progress, no chatter
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Machine-readable result (one JSON object) on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scan the root area by area, hashing every file; optionally write a manifest
+    #[command(after_help = EXIT_CODES)]
+    Inventory(InventoryArgs),
+    /// Print the effective layout (TOML) so it can be copied and edited
+    Layout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InventoryFormat {
+    /// Per-area summary (text, or JSON with --json)
+    Summary,
+    /// Only `sha256sum -c --strict` lines for regular files, relative to the root
+    Sha256sum,
+    /// Only NUL-separated relative paths of regular files (tar --null -T -, rsync --from0)
+    Files0,
+}
+
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    /// Areas (names from `datamig layout`) or paths relative to the root; none: everything
+    #[arg(value_name = "AREA|PATH")]
+    pub targets: Vec<String>,
+    /// Write the manifest (JSON Lines, format version 1) to FILE, atomically
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Skip paths matching GLOB (relative to the root; repeatable), e.g. 'instances/*/.npm/**'
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Reuse hashes from OLD_MANIFEST for files whose size, mtime, inode and ctime are unchanged
+    #[arg(long, value_name = "OLD_MANIFEST")]
+    pub since: Option<PathBuf>,
+    /// What to print on stdout
+    #[arg(long, value_enum, default_value_t = InventoryFormat::Summary)]
+    pub format: InventoryFormat,
+}
+
+/// What `main` turns into the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Clean,
+    Problems,
+}
+
+impl Global {
+    pub fn root(&self) -> PathBuf {
+        self.root
+            .clone()
+            .or_else(|| {
+                std::env::var_os("V2_DATA_ROOT")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
+    }
+
+    pub fn threads(&self) -> usize {
+        self.jobs.filter(|&n| n > 0).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+}
+
+pub fn run(cli: Cli) -> Result<Outcome> {
+    let g = &cli.global;
+    let layout = Layout::load(g.layout.as_deref())?;
+    let mut stdout = std::io::stdout().lock();
+    match &cli.command {
+        Command::Layout => {
+            stdout.write_all(layout.to_toml().as_bytes())?;
+            Ok(Outcome::Clean)
+        }
+        Command::Inventory(a) => {
+            let opts = commands::inventory::InventoryOptions {
+                root: g.root(),
+                layout,
+                targets: a.targets.clone(),
+                excludes: a.exclude.clone(),
+                threads: g.threads(),
+                since: a.since.clone(),
+                output: a.output.clone(),
+                now: None,
+            };
+            let progress = progress::for_cli(g.quiet);
+            let inv = commands::inventory::run(&opts, progress.as_ref())?;
+            let mut out = std::io::BufWriter::new(&mut stdout);
+            match a.format {
+                InventoryFormat::Summary if g.json => {
+                    serde_json::to_writer_pretty(&mut out, &inv.summary)?;
+                    writeln!(out)?;
+                }
+                InventoryFormat::Summary => render::inventory(&mut out, &inv.summary)?,
+                InventoryFormat::Sha256sum => {
+                    render::sha256sum_lines(&mut out, &inv.entries, |e| match e.kind {
+                        crate::entry::Kind::Hardlink => {
+                            let t = e.target.as_deref()?;
+                            let i = inv
+                                .entries
+                                .binary_search_by(|x| x.path.as_slice().cmp(t))
+                                .ok()?;
+                            inv.entries[i].sha256
+                        }
+                        _ => e.sha256,
+                    })?
+                }
+                InventoryFormat::Files0 => render::files0(&mut out, &inv.entries)?,
+            }
+            out.flush().context("cannot write to stdout")?;
+            Ok(if inv.clean() {
+                Outcome::Clean
+            } else {
+                Outcome::Problems
+            })
+        }
+    }
+}

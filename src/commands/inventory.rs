@@ -1,0 +1,126 @@
+//! `datamig inventory`: scan the root (or some areas), write the manifest, and
+//! summarize what was found.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::atomic::AtomicFile;
+use crate::entry::Entry;
+use crate::layout::{Layout, build_globset};
+use crate::manifest::{Header, Manifest, write_manifest};
+use crate::progress::Progress;
+use crate::scan::{ScanSpec, scan};
+use crate::summary::{Summary, summarize};
+
+#[derive(Debug, Clone)]
+pub struct InventoryOptions {
+    pub root: PathBuf,
+    pub layout: Layout,
+    /// Area names or paths relative to the root; empty: everything.
+    pub targets: Vec<String>,
+    pub excludes: Vec<String>,
+    pub threads: usize,
+    pub since: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+    /// Creation time for the header; `None` means now.
+    pub now: Option<String>,
+}
+
+pub struct Inventory {
+    pub summary: Summary,
+    pub entries: Vec<Entry>,
+}
+
+impl Inventory {
+    pub fn clean(&self) -> bool {
+        self.summary.problems == 0
+    }
+}
+
+/// Resolve each argument to a relative path: an area name first, else a path
+/// relative to the root (absolute paths under the root are accepted too).
+pub fn resolve_scope(
+    opts_root: &std::path::Path,
+    layout: &Layout,
+    args: &[String],
+) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for a in args {
+        if let Some(area) = layout.area(a) {
+            out.push(area.path.clone().into_bytes());
+            continue;
+        }
+        let p = std::path::Path::new(a);
+        let rel = if p.is_absolute() {
+            p.strip_prefix(opts_root)
+                .with_context(|| format!("{a} is not under the root {}", opts_root.display()))?
+                .to_path_buf()
+        } else {
+            p.to_path_buf()
+        };
+        let s = rel.to_string_lossy().trim_end_matches('/').to_string();
+        crate::manifest::check_entry_path(s.as_bytes()).with_context(|| {
+            format!("{a:?} is neither an area of the layout nor a clean relative path")
+        })?;
+        out.push(s.into_bytes());
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+pub fn run(opts: &InventoryOptions, progress: &dyn Progress) -> Result<Inventory> {
+    let scope = resolve_scope(&opts.root, &opts.layout, &opts.targets)?;
+    let excludes = build_globset(&opts.excludes)?;
+    let previous = match &opts.since {
+        Some(p) => Some(Manifest::read_file(p)?),
+        None => None,
+    };
+    let classifier = opts.layout.classifier();
+    let area_of = |rel: &[u8]| classifier.name_of(rel).to_string();
+    let check_json = |rel: &[u8]| {
+        (rel.ends_with(b".json") || rel.ends_with(b".jsonl"))
+            && classifier.area_of(rel).is_some_and(|a| a.check_json)
+    };
+    let spec = ScanSpec {
+        root: &opts.root,
+        scope: &scope,
+        excludes: &excludes,
+        area_of: &area_of,
+        check_json: &check_json,
+        previous: previous.as_ref(),
+        threads: opts.threads,
+    };
+    let result = scan(&spec, progress)?;
+    let mut summary = summarize(&opts.root, &opts.layout, &result.entries);
+    summary.hashed = result.hashed;
+    summary.reused = result.reused;
+
+    if let Some(out) = &opts.output {
+        let created = opts.now.clone().unwrap_or_else(now_rfc3339);
+        let scope_names = scope
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+        let header = Header::new(&opts.root, &opts.layout.name, created, scope_names);
+        let mut f = AtomicFile::create(out, 0o600, false)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+        write_manifest(&mut w, &header, &result.entries)
+            .with_context(|| format!("cannot write manifest {}", out.display()))?;
+        w.into_inner().map_err(|e| e.into_error())?;
+        f.commit()
+            .with_context(|| format!("cannot write manifest {}", out.display()))?;
+        summary.manifest = Some(out.display().to_string());
+    }
+    Ok(Inventory {
+        summary,
+        entries: result.entries,
+    })
+}
+
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}

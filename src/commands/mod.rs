@@ -1,0 +1,3 @@
+//! One module per subcommand; each takes typed options and returns a report.
+
+pub mod inventory;

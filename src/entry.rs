@@ -1,0 +1,135 @@
+//! One recorded filesystem entry: what a scan produces and a manifest line holds.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    #[default]
+    File,
+    Dir,
+    Symlink,
+    Hardlink,
+    Fifo,
+    Socket,
+    Char,
+    Block,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "dir",
+            Kind::Symlink => "symlink",
+            Kind::Hardlink => "hardlink",
+            Kind::Fifo => "fifo",
+            Kind::Socket => "socket",
+            Kind::Char => "char",
+            Kind::Block => "block",
+        }
+    }
+
+    /// Special files are recorded but never opened.
+    pub fn is_special(self) -> bool {
+        matches!(self, Kind::Fifo | Kind::Socket | Kind::Char | Kind::Block)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a member starts inside a `.tar.zst` archive: the compressed offset of the
+/// zstd frame holding its tar header, and how many decompressed bytes of that frame
+/// precede the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FramePos {
+    pub frame_offset: u64,
+    pub offset_in_frame: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Entry {
+    /// Relative to the scanned root, `/`-separated, raw bytes (may be non-UTF-8).
+    pub path: Vec<u8>,
+    pub kind: Kind,
+    pub size: u64,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+    /// Recorded so `--since` can trust an unchanged file's old hash.
+    pub ino: u64,
+    pub ctime_ns: i64,
+    pub sha256: Option<[u8; 32]>,
+    /// Symlink target, or the first path of a hard-link group.
+    pub target: Option<Vec<u8>>,
+    pub area: String,
+    pub problem: Option<String>,
+    /// Archive manifests only.
+    pub pos: Option<FramePos>,
+}
+
+impl Entry {
+    pub fn path_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.path).into_owned()
+    }
+
+    pub fn sha256_hex(&self) -> Option<String> {
+        self.sha256.as_ref().map(|h| hex(h))
+    }
+
+    /// Attach a problem, keeping any earlier one.
+    pub fn add_problem(&mut self, p: impl Into<String>) {
+        let p = p.into();
+        self.problem = Some(match self.problem.take() {
+            Some(old) => format!("{old}; {p}"),
+            None => p,
+        });
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let hi = (chunk[0] as char).to_digit(16)?;
+        let lo = (chunk[1] as char).to_digit(16)?;
+        if chunk.iter().any(|c| c.is_ascii_uppercase()) {
+            return None;
+        }
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_rejects_uppercase() {
+        let h = [0xabu8; 32];
+        assert_eq!(parse_hex32(&hex(&h)), Some(h));
+        assert_eq!(parse_hex32(&hex(&h).to_uppercase()), None);
+        assert_eq!(parse_hex32("ab"), None);
+    }
+}

@@ -1,0 +1,14 @@
+//! datamig: inventory, verify, archive, restore and back up a coordination
+//! server's data root. The binary is a thin front door over these modules.
+
+pub mod atomic;
+pub mod cli;
+pub mod commands;
+pub mod entry;
+pub mod layout;
+pub mod manifest;
+pub mod progress;
+pub mod render;
+pub mod scan;
+pub mod signals;
+pub mod summary;

@@ -1,0 +1,511 @@
+//! The manifest format (JSON Lines, version 1): header, entries sorted by path bytes,
+//! and a trailer holding counts and the SHA-256 of every byte before it.
+//!
+//! This is a contract read by other programs; README.md documents it and
+//! `tests/manifest_format.rs` pins it byte for byte.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::entry::{Entry, FramePos, Kind, hex, parse_hex32};
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub datamig: String,
+    pub version: u32,
+    pub tool: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_b64: Option<String>,
+    pub created: String,
+    pub hash: String,
+    pub layout: String,
+    /// Paths the scan was limited to; empty means the whole root.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<String>,
+}
+
+impl Header {
+    pub fn new(root: &Path, layout: &str, created: String, scope: Vec<String>) -> Header {
+        let (root, root_b64) = split_name(root.as_os_str().as_encoded_bytes());
+        Header {
+            datamig: "manifest".into(),
+            version: FORMAT_VERSION,
+            tool: format!("datamig {}", env!("CARGO_PKG_VERSION")),
+            root,
+            root_b64,
+            created,
+            hash: "sha256".into(),
+            layout: layout.into(),
+            scope,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trailer {
+    pub entries: u64,
+    pub files: u64,
+    pub bytes: u64,
+    #[serde(skip)]
+    pub sha256: [u8; 32],
+}
+
+#[derive(Serialize, Deserialize)]
+struct TrailerLine {
+    datamig: String,
+    entries: u64,
+    files: u64,
+    bytes: u64,
+    sha256: String,
+}
+
+/// One entry as it appears on a manifest line. Field order here is the byte order
+/// on disk.
+#[derive(Serialize, Deserialize)]
+struct Line {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path_b64: Option<String>,
+    #[serde(rename = "type")]
+    kind: Kind,
+    size: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime_ns: i64,
+    #[serde(default)]
+    ino: u64,
+    #[serde(default)]
+    ctime_ns: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_b64: Option<String>,
+    area: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    frame_offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    offset_in_frame: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+}
+
+/// A UTF-8 name goes in the plain field, anything else base64-encoded in `*_b64`.
+fn split_name(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (Some(s.to_owned()), None),
+        Err(_) => (None, Some(B64.encode(bytes))),
+    }
+}
+
+fn join_name(plain: Option<String>, b64: Option<String>, what: &str) -> Result<Option<Vec<u8>>> {
+    match (plain, b64) {
+        (Some(_), Some(_)) => bail!("both {what} and {what}_b64 are present"),
+        (Some(s), None) => Ok(Some(s.into_bytes())),
+        (None, Some(b)) => {
+            Ok(Some(B64.decode(b.as_bytes()).map_err(|e| {
+                anyhow!("{what}_b64 is not valid base64: {e}")
+            })?))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Serialize one entry as its manifest line, newline included.
+pub fn entry_line(e: &Entry) -> Vec<u8> {
+    let (path, path_b64) = split_name(&e.path);
+    let (target, target_b64) = match &e.target {
+        Some(t) => split_name(t),
+        None => (None, None),
+    };
+    let line = Line {
+        path,
+        path_b64,
+        kind: e.kind,
+        size: e.size,
+        mode: e.mode,
+        uid: e.uid,
+        gid: e.gid,
+        mtime_ns: e.mtime_ns,
+        ino: e.ino,
+        ctime_ns: e.ctime_ns,
+        sha256: e.sha256_hex(),
+        target,
+        target_b64,
+        area: e.area.clone(),
+        frame_offset: e.pos.map(|p| p.frame_offset),
+        offset_in_frame: e.pos.map(|p| p.offset_in_frame),
+        problem: e.problem.clone(),
+    };
+    let mut v = serde_json::to_vec(&line).expect("entry serializes");
+    v.push(b'\n');
+    v
+}
+
+fn parse_entry(text: &[u8]) -> Result<Entry> {
+    let l: Line = serde_json::from_slice(text)?;
+    let path = join_name(l.path, l.path_b64, "path")?.ok_or_else(|| anyhow!("no path"))?;
+    check_entry_path(&path)?;
+    let sha256 = match l.sha256 {
+        Some(s) => Some(
+            parse_hex32(&s)
+                .ok_or_else(|| anyhow!("sha256 {s:?} is not 64 lowercase hex digits"))?,
+        ),
+        None => None,
+    };
+    let pos = match (l.frame_offset, l.offset_in_frame) {
+        (Some(frame_offset), Some(offset_in_frame)) => Some(FramePos {
+            frame_offset,
+            offset_in_frame,
+        }),
+        (None, None) => None,
+        _ => bail!("frame_offset and offset_in_frame must come together"),
+    };
+    Ok(Entry {
+        path,
+        kind: l.kind,
+        size: l.size,
+        mode: l.mode,
+        uid: l.uid,
+        gid: l.gid,
+        mtime_ns: l.mtime_ns,
+        ino: l.ino,
+        ctime_ns: l.ctime_ns,
+        sha256,
+        target: join_name(l.target, l.target_b64, "target")?,
+        area: l.area,
+        problem: l.problem,
+        pos,
+    })
+}
+
+/// Entry paths are relative and clean: a manifest can never name `/x` or `a/../b`.
+pub fn check_entry_path(p: &[u8]) -> Result<()> {
+    if p.is_empty() {
+        bail!("empty path");
+    }
+    if p[0] == b'/' {
+        bail!("path starts with `/`");
+    }
+    if p.contains(&0) {
+        bail!("path contains a NUL byte");
+    }
+    for c in p.split(|&b| b == b'/') {
+        match c {
+            b"" => bail!("path has an empty component"),
+            b"." | b".." => bail!("path has a `{}` component", String::from_utf8_lossy(c)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Streams a manifest: header first, entries in strictly increasing path order,
+/// then `finish` writes the trailer.
+pub struct ManifestWriter<W: Write> {
+    out: W,
+    hasher: Sha256,
+    entries: u64,
+    files: u64,
+    bytes: u64,
+    last: Option<Vec<u8>>,
+}
+
+impl<W: Write> ManifestWriter<W> {
+    pub fn new(mut out: W, header: &Header) -> Result<Self> {
+        let mut line = serde_json::to_vec(header)?;
+        line.push(b'\n');
+        out.write_all(&line)?;
+        let mut hasher = Sha256::new();
+        hasher.update(&line);
+        Ok(ManifestWriter {
+            out,
+            hasher,
+            entries: 0,
+            files: 0,
+            bytes: 0,
+            last: None,
+        })
+    }
+
+    pub fn write_entry(&mut self, e: &Entry) -> Result<()> {
+        if let Some(last) = &self.last
+            && last.as_slice() >= e.path.as_slice()
+        {
+            bail!(
+                "internal error: manifest entries out of order at {:?}",
+                e.path_lossy()
+            );
+        }
+        let line = entry_line(e);
+        self.out.write_all(&line)?;
+        self.hasher.update(&line);
+        self.entries += 1;
+        if e.kind == Kind::File {
+            self.files += 1;
+            self.bytes += e.size;
+        }
+        self.last = Some(e.path.clone());
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<(W, Trailer)> {
+        let sha256: [u8; 32] = self.hasher.finalize().into();
+        let t = TrailerLine {
+            datamig: "trailer".into(),
+            entries: self.entries,
+            files: self.files,
+            bytes: self.bytes,
+            sha256: hex(&sha256),
+        };
+        let mut line = serde_json::to_vec(&t)?;
+        line.push(b'\n');
+        self.out.write_all(&line)?;
+        self.out.flush()?;
+        let trailer = Trailer {
+            entries: self.entries,
+            files: self.files,
+            bytes: self.bytes,
+            sha256,
+        };
+        Ok((self.out, trailer))
+    }
+}
+
+/// Write a whole manifest; entries must already be sorted by path bytes.
+pub fn write_manifest<W: Write>(
+    out: W,
+    header: &Header,
+    entries: &[Entry],
+) -> Result<(W, Trailer)> {
+    let mut w = ManifestWriter::new(out, header)?;
+    for e in entries {
+        w.write_entry(e)?;
+    }
+    w.finish()
+}
+
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub header: Header,
+    pub entries: Vec<Entry>,
+    pub trailer: Trailer,
+}
+
+impl Manifest {
+    pub fn read_file(path: &Path) -> Result<Manifest> {
+        let f = std::fs::File::open(path)
+            .with_context(|| format!("cannot open manifest {}", path.display()))?;
+        Manifest::read(f).with_context(|| format!("manifest {} cannot be used", path.display()))
+    }
+
+    /// Read and check a manifest: known version, sorted unique clean paths, and a
+    /// trailer whose counts and hash match what precedes it.
+    pub fn read<R: Read>(r: R) -> Result<Manifest> {
+        let mut r = BufReader::with_capacity(1 << 16, r);
+        let mut hasher = Sha256::new();
+        let mut buf = Vec::new();
+        let mut lineno = 0u64;
+
+        let mut next_line = |buf: &mut Vec<u8>, lineno: &mut u64| -> Result<bool> {
+            buf.clear();
+            let n = r.read_until(b'\n', buf)?;
+            *lineno += 1;
+            Ok(n > 0)
+        };
+
+        if !next_line(&mut buf, &mut lineno)? {
+            bail!("file is empty (not a datamig manifest)");
+        }
+        let header = parse_header(&buf).context("line 1 (header)")?;
+        hasher.update(&buf);
+
+        let mut entries: Vec<Entry> = Vec::new();
+        let (mut files, mut bytes) = (0u64, 0u64);
+        loop {
+            if !next_line(&mut buf, &mut lineno)? {
+                bail!(
+                    "no trailer line: the manifest is truncated (it ends after line {})",
+                    lineno - 1
+                );
+            }
+            if !buf.ends_with(b"\n") {
+                bail!("line {lineno} is cut short: the manifest is truncated");
+            }
+            if buf.starts_with(br#"{"datamig":"trailer""#) {
+                break;
+            }
+            let e = parse_entry(&buf[..buf.len() - 1]).with_context(|| format!("line {lineno}"))?;
+            if let Some(prev) = entries.last() {
+                if prev.path == e.path {
+                    bail!("line {lineno}: path {:?} appears twice", e.path_lossy());
+                }
+                if prev.path > e.path {
+                    bail!(
+                        "line {lineno}: path {:?} is out of order (entries must be sorted by path bytes)",
+                        e.path_lossy()
+                    );
+                }
+            }
+            if e.kind == Kind::File {
+                files += 1;
+                bytes += e.size;
+            }
+            hasher.update(&buf);
+            entries.push(e);
+        }
+        let t: TrailerLine = serde_json::from_slice(&buf)
+            .with_context(|| format!("line {lineno} (trailer) is not valid"))?;
+        let recorded = parse_hex32(&t.sha256).ok_or_else(|| {
+            anyhow!("line {lineno} (trailer): sha256 is not 64 lowercase hex digits")
+        })?;
+        let actual: [u8; 32] = hasher.finalize().into();
+        if recorded != actual {
+            bail!(
+                "trailer checksum mismatch: the manifest was damaged or edited after it was written \
+                 (trailer says {}, content hashes to {}); make a new one with `datamig inventory -o`",
+                t.sha256,
+                hex(&actual)
+            );
+        }
+        if (t.entries, t.files, t.bytes) != (entries.len() as u64, files, bytes) {
+            bail!(
+                "trailer counts ({} entries, {} files, {} bytes) do not match the content ({} entries, {} files, {} bytes)",
+                t.entries,
+                t.files,
+                t.bytes,
+                entries.len(),
+                files,
+                bytes
+            );
+        }
+        buf.clear();
+        if r.read_until(b'\n', &mut buf)? > 0 {
+            bail!("unexpected data after the trailer (line {})", lineno + 1);
+        }
+        Ok(Manifest {
+            header,
+            entries,
+            trailer: Trailer {
+                entries: t.entries,
+                files: t.files,
+                bytes: t.bytes,
+                sha256: actual,
+            },
+        })
+    }
+
+    pub fn get(&self, path: &[u8]) -> Option<&Entry> {
+        self.entries
+            .binary_search_by(|e| e.path.as_slice().cmp(path))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
+    pub fn root_bytes(&self) -> Option<Vec<u8>> {
+        join_name(
+            self.header.root.clone(),
+            self.header.root_b64.clone(),
+            "root",
+        )
+        .ok()
+        .flatten()
+    }
+}
+
+fn parse_header(line: &[u8]) -> Result<Header> {
+    let v: serde_json::Value = serde_json::from_slice(line)
+        .map_err(|e| anyhow!("not JSON ({e}): this is not a datamig manifest"))?;
+    if v.get("datamig").and_then(|x| x.as_str()) != Some("manifest") {
+        bail!("missing \"datamig\": \"manifest\": this is not a datamig manifest");
+    }
+    match v.get("version").and_then(|x| x.as_u64()) {
+        Some(1) => {}
+        Some(n) => bail!(
+            "format version {n} is not supported by datamig {} (it reads version {FORMAT_VERSION}); use a newer datamig",
+            env!("CARGO_PKG_VERSION")
+        ),
+        None => bail!("header has no numeric \"version\""),
+    }
+    let h: Header = serde_json::from_value(v)?;
+    if h.hash != "sha256" {
+        bail!("hash {:?} is not supported (only sha256)", h.hash);
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        Header::new(
+            Path::new("/r"),
+            "test",
+            "2025-12-25T00:00:00Z".into(),
+            vec![],
+        )
+    }
+
+    fn file(p: &[u8]) -> Entry {
+        Entry {
+            path: p.to_vec(),
+            size: 3,
+            sha256: Some([7; 32]),
+            area: "a".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn non_utf8_names_use_b64_and_round_trip() {
+        let mut e = file(b"bad\xffname");
+        e.kind = Kind::Symlink;
+        e.sha256 = None;
+        e.target = Some(b"t\xfe".to_vec());
+        let line = entry_line(&e);
+        let s = String::from_utf8(line.clone()).unwrap();
+        assert!(s.contains("\"path_b64\":\"YmFk/25hbWU=\""), "{s}");
+        assert!(!s.contains("\"path\":"));
+        assert_eq!(parse_entry(&line[..line.len() - 1]).unwrap(), e);
+    }
+
+    #[test]
+    fn write_then_read_round_trips() {
+        let entries = vec![file(b"a"), file(b"a b"), file(b"a/b"), file(b"new\nline")];
+        let (buf, t) = write_manifest(Vec::new(), &header(), &entries).unwrap();
+        let m = Manifest::read(&buf[..]).unwrap();
+        assert_eq!(m.entries, entries);
+        assert_eq!(m.trailer, t);
+        assert_eq!((t.entries, t.files, t.bytes), (4, 4, 12));
+    }
+
+    #[test]
+    fn writer_refuses_unsorted_or_duplicate_paths() {
+        assert!(write_manifest(Vec::new(), &header(), &[file(b"b"), file(b"a")]).is_err());
+        assert!(write_manifest(Vec::new(), &header(), &[file(b"a"), file(b"a")]).is_err());
+    }
+
+    #[test]
+    fn bad_paths_are_refused_on_read() {
+        for bad in [&b"/abs"[..], b"a/../b", b"./a", b"a//b", b"..", b"a/"] {
+            let mut line = entry_line(&file(bad));
+            line.pop();
+            let err = parse_entry(&line).unwrap_err().to_string();
+            assert!(err.contains("path"), "{bad:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Human-readable rendering of reports. The only place that formats text for
+//! the operator; `--json` output is the report structs serialized as-is.
+
+use std::io::{self, Write};
+
+use crate::entry::{Entry, Kind};
+use crate::scan::problem;
+use crate::summary::Summary;
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn list<T>(
+    w: &mut dyn Write,
+    title: &str,
+    items: &[T],
+    line: impl Fn(&T) -> String,
+) -> io::Result<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    writeln!(w, "\n{title} ({}):", items.len())?;
+    for i in items {
+        writeln!(w, "  {}", line(i))?;
+    }
+    Ok(())
+}
+
+pub fn inventory(w: &mut dyn Write, s: &Summary) -> io::Result<()> {
+    writeln!(w, "datamig inventory of {} (layout {})\n", s.root, s.layout)?;
+    writeln!(
+        w,
+        "{:<28} {:<11} {:>8} {:>6} {:>11}  NEWEST",
+        "AREA", "KIND", "FILES", "DIRS", "BYTES"
+    )?;
+    for a in &s.areas {
+        writeln!(
+            w,
+            "{:<28} {:<11} {:>8} {:>6} {:>11}  {}",
+            a.name,
+            a.kind,
+            a.counts.files,
+            a.counts.dirs,
+            human_bytes(a.counts.bytes),
+            a.newest.as_deref().unwrap_or("-")
+        )?;
+    }
+    let t = &s.totals;
+    writeln!(
+        w,
+        "{:<28} {:<11} {:>8} {:>6} {:>11}",
+        "total",
+        "",
+        t.files,
+        t.dirs,
+        human_bytes(t.bytes)
+    )?;
+    if t.symlinks + t.hardlinks + t.special > 0 {
+        writeln!(
+            w,
+            "  plus {} symlinks, {} hard links, {} special files",
+            t.symlinks, t.hardlinks, t.special
+        )?;
+    }
+
+    if !s.entities.is_empty() {
+        writeln!(w, "\nEntities:")?;
+        for e in &s.entities {
+            let bad = e.missing_required.len();
+            let note = if bad > 0 {
+                format!(" ({bad} missing required files)")
+            } else {
+                String::new()
+            };
+            writeln!(w, "  {:<16} {:>5} × {}{note}", e.area, e.count, e.entity)?;
+            for m in &e.missing_required {
+                writeln!(
+                    w,
+                    "    {}/{}: missing {}",
+                    e.area,
+                    m.id,
+                    m.missing.join(", ")
+                )?;
+            }
+        }
+    }
+    list(w, "JSON files that do not parse", &s.invalid_json, |n| {
+        format!("{}: {}", n.path, n.note)
+    })?;
+    list(w, "Unreadable", &s.unreadable, |n| {
+        format!("{}: {}", n.path, n.note)
+    })?;
+    list(
+        w,
+        "Changed or vanished during the scan (run again when quiet)",
+        &s.changed,
+        |n| format!("{}: {}", n.path, n.note),
+    )?;
+    list(
+        w,
+        "Secrets present: any archive or backup of these is sensitive",
+        &s.secrets,
+        |p| p.clone(),
+    )?;
+    list(
+        w,
+        "Symlinks pointing outside the root",
+        &s.symlinks_outside_root,
+        |n| format!("{} -> {}", n.path, n.note),
+    )?;
+    list(
+        w,
+        "Special files (recorded, never read or archived)",
+        &s.special_files,
+        |n| format!("{}: {}", n.path, n.note),
+    )?;
+    writeln!(w)?;
+    if s.reused > 0 {
+        writeln!(
+            w,
+            "Hashed {} files, reused {} unchanged hashes from --since.",
+            s.hashed, s.reused
+        )?;
+    } else {
+        writeln!(w, "Hashed {} files.", s.hashed)?;
+    }
+    if let Some(m) = &s.manifest {
+        writeln!(w, "Manifest written to {m}")?;
+    }
+    if s.problems == 0 {
+        writeln!(w, "Result: clean.")?;
+    } else {
+        writeln!(
+            w,
+            "Result: {} problem(s) listed above (exit 1).",
+            s.problems
+        )?;
+    }
+    Ok(())
+}
+
+/// GNU sha256sum lines (text mode), escaped as GNU does for `\` and newline.
+pub fn sha256sum_lines(
+    w: &mut dyn Write,
+    entries: &[Entry],
+    hash_of: impl Fn(&Entry) -> Option<[u8; 32]>,
+) -> io::Result<()> {
+    for e in entries {
+        if !matches!(e.kind, Kind::File | Kind::Hardlink) {
+            continue;
+        }
+        if e.problem
+            .as_deref()
+            .is_some_and(|p| !p.starts_with(problem::INVALID_JSON))
+        {
+            continue;
+        }
+        let Some(h) = hash_of(e) else { continue };
+        w.write_all(&sha256sum_line(&h, &e.path))?;
+    }
+    Ok(())
+}
+
+pub fn sha256sum_line(h: &[u8; 32], path: &[u8]) -> Vec<u8> {
+    let escape = path.iter().any(|&b| b == b'\\' || b == b'\n');
+    let mut line = Vec::with_capacity(path.len() + 68);
+    if escape {
+        line.push(b'\\');
+    }
+    line.extend_from_slice(crate::entry::hex(h).as_bytes());
+    line.extend_from_slice(b"  ");
+    for &b in path {
+        match b {
+            b'\\' if escape => line.extend_from_slice(b"\\\\"),
+            b'\n' => line.extend_from_slice(b"\\n"),
+            _ => line.push(b),
+        }
+    }
+    line.push(b'\n');
+    line
+}
+
+/// NUL-separated relative paths of regular files (hard-link paths included).
+pub fn files0(w: &mut dyn Write, entries: &[Entry]) -> io::Result<()> {
+    for e in entries
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::File | Kind::Hardlink))
+    {
+        w.write_all(&e.path)?;
+        w.write_all(b"\0")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256sum_escaping_matches_gnu() {
+        let h = [0u8; 32];
+        let z = "0".repeat(64);
+        assert_eq!(
+            sha256sum_line(&h, b"a b"),
+            format!("{z}  a b\n").into_bytes()
+        );
+        assert_eq!(
+            sha256sum_line(&h, b"a\nb"),
+            format!("\\{z}  a\\nb\n").into_bytes()
+        );
+        assert_eq!(
+            sha256sum_line(&h, b"a\\b"),
+            format!("\\{z}  a\\\\b\n").into_bytes()
+        );
+    }
+
+    #[test]
+    fn human_bytes_table() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+}

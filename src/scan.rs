@@ -1,0 +1,486 @@
+//! The parallel scan: walk a tree without following symlinks, lstat every entry,
+//! then SHA-256 every regular file once. Per-entry faults become `problem`s on
+//! the entry; only a root that cannot be read stops the scan.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context, Result, bail};
+use globset::GlobSet;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::entry::{Entry, Kind};
+use crate::manifest::Manifest;
+use crate::progress::Progress;
+
+/// Problem prefixes, so reports can count them by class.
+pub mod problem {
+    pub const UNREADABLE: &str = "unreadable";
+    pub const CHANGED: &str = "changed during scan";
+    pub const VANISHED: &str = "vanished during scan";
+    pub const INVALID_JSON: &str = "invalid JSON";
+}
+
+pub struct ScanSpec<'a> {
+    pub root: &'a Path,
+    /// Relative paths to scan; empty means the whole root.
+    pub scope: &'a [Vec<u8>],
+    pub excludes: &'a GlobSet,
+    /// Names the area of a relative path.
+    pub area_of: &'a (dyn Fn(&[u8]) -> String + Sync),
+    /// Whether a file's content should also be parsed as JSON.
+    pub check_json: &'a (dyn Fn(&[u8]) -> bool + Sync),
+    /// Reuse hashes of files unchanged since this manifest.
+    pub previous: Option<&'a Manifest>,
+    pub threads: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Sorted by path bytes, unique.
+    pub entries: Vec<Entry>,
+    pub hashed: u64,
+    pub reused: u64,
+}
+
+/// Largest file whose content is kept for the JSON check.
+const JSON_CHECK_LIMIT: u64 = 16 << 20;
+const READ_BUF: usize = 256 << 10;
+
+struct Raw {
+    entry: Entry,
+    dev: u64,
+    nlink: u64,
+    /// Where to open it (absolute).
+    abs: PathBuf,
+}
+
+pub fn scan(spec: &ScanSpec, progress: &dyn Progress) -> Result<Scan> {
+    let root_meta = std::fs::metadata(spec.root).with_context(|| {
+        format!(
+            "data root {} cannot be read (set --root or V2_DATA_ROOT)",
+            spec.root.display()
+        )
+    })?;
+    if !root_meta.is_dir() {
+        bail!(
+            "data root {} is not a directory (set --root or V2_DATA_ROOT)",
+            spec.root.display()
+        );
+    }
+    std::fs::read_dir(spec.root).with_context(|| {
+        format!(
+            "data root {} cannot be listed (run as a user who can read it)",
+            spec.root.display()
+        )
+    })?;
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(spec.threads.max(1))
+        .thread_name(|i| format!("datamig-scan-{i}"))
+        .build()?;
+
+    let starts: Vec<Vec<u8>> = if spec.scope.is_empty() {
+        vec![Vec::new()]
+    } else {
+        spec.scope.to_vec()
+    };
+    for s in &starts {
+        let abs = join(spec.root, s);
+        if std::fs::symlink_metadata(&abs).is_err() {
+            bail!(
+                "{} does not exist under the root {} (name an area from `datamig layout` or a relative path)",
+                String::from_utf8_lossy(s),
+                spec.root.display()
+            );
+        }
+    }
+
+    progress.phase("scanning", None);
+    let mut raws: Vec<Raw> = pool.install(|| {
+        starts
+            .iter()
+            .flat_map(|start| walk(spec, start))
+            .par_bridge()
+            .filter_map(|item| {
+                let r = stat(spec, item);
+                progress.advance(1, 0);
+                r
+            })
+            .collect()
+    });
+    raws.sort_unstable_by(|a, b| a.entry.path.cmp(&b.entry.path));
+    raws.dedup_by(|a, b| a.entry.path == b.entry.path);
+
+    // Hard links: the first path in sorted order is the file; the rest point at it.
+    let mut first_of: HashMap<(u64, u64), usize> = HashMap::new();
+    for (i, r) in raws.iter_mut().enumerate() {
+        if r.entry.kind == Kind::File && r.nlink > 1 {
+            match first_of.get(&(r.dev, r.entry.ino)) {
+                Some(_) => r.entry.kind = Kind::Hardlink,
+                None => {
+                    first_of.insert((r.dev, r.entry.ino), i);
+                }
+            }
+        }
+    }
+    for i in 0..raws.len() {
+        if raws[i].entry.kind == Kind::Hardlink {
+            let first = first_of[&(raws[i].dev, raws[i].entry.ino)];
+            raws[i].entry.target = Some(raws[first].entry.path.clone());
+        }
+    }
+
+    let previous = spec.previous.map(reusable_hashes);
+    let mut reused = 0u64;
+    let mut to_hash: Vec<usize> = Vec::new();
+    for (i, r) in raws.iter_mut().enumerate() {
+        if r.entry.kind != Kind::File || r.entry.problem.is_some() {
+            continue;
+        }
+        match previous
+            .as_ref()
+            .and_then(|p| p.get(r.entry.path.as_slice()))
+        {
+            Some(old) if old.matches(&r.entry) => {
+                r.entry.sha256 = Some(old.sha256);
+                if let Some(p) = &old.json_problem {
+                    r.entry.problem = Some(p.clone());
+                }
+                reused += 1;
+            }
+            _ => to_hash.push(i),
+        }
+    }
+    // Largest first, so one big file does not start last and finish alone.
+    to_hash.sort_by_key(|&i| std::cmp::Reverse(raws[i].entry.size));
+    let total: u64 = to_hash.iter().map(|&i| raws[i].entry.size).sum();
+    progress.phase("hashing", Some(total));
+
+    let slots: Vec<Mutex<&mut Raw>> = raws.iter_mut().map(Mutex::new).collect();
+    pool.install(|| {
+        to_hash.par_iter().for_each_init(
+            || vec![0u8; READ_BUF],
+            |buf, &i| {
+                let mut r = slots[i].lock().expect("slot lock");
+                let want_json =
+                    (spec.check_json)(&r.entry.path) && r.entry.size <= JSON_CHECK_LIMIT;
+                hash_file(&mut r, buf, want_json);
+                progress.advance(1, r.entry.size);
+            },
+        )
+    });
+    drop(slots);
+    progress.finish();
+
+    let hashed = to_hash.len() as u64;
+    Ok(Scan {
+        entries: raws.into_iter().map(|r| r.entry).collect(),
+        hashed,
+        reused,
+    })
+}
+
+fn join(root: &Path, rel: &[u8]) -> PathBuf {
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(std::ffi::OsStr::from_bytes(rel))
+    }
+}
+
+fn rel_of(root: &Path, p: &Path) -> Vec<u8> {
+    let rel = p.strip_prefix(root).unwrap_or(p);
+    rel.as_os_str().as_bytes().to_vec()
+}
+
+type WalkItem = std::result::Result<walkdir::DirEntry, walkdir::Error>;
+
+fn walk<'a>(spec: &'a ScanSpec, start: &[u8]) -> impl Iterator<Item = WalkItem> + Send + 'a {
+    let root = spec.root;
+    walkdir::WalkDir::new(join(root, start))
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(move |d| {
+            let rel = rel_of(root, d.path());
+            rel.is_empty() || !spec.excludes.is_match(std::ffi::OsStr::from_bytes(&rel))
+        })
+}
+
+fn stat(spec: &ScanSpec, item: WalkItem) -> Option<Raw> {
+    let (path, err) = match item {
+        Ok(d) => {
+            if d.depth() == 0 && d.path() == spec.root {
+                return None;
+            }
+            let path = d.path().to_path_buf();
+            match d.metadata() {
+                Ok(m) => return Some(from_meta(spec, path, &m)),
+                Err(e) => (path, e),
+            }
+        }
+        Err(e) => match e.path() {
+            Some(p) => (p.to_path_buf(), e),
+            None => return None,
+        },
+    };
+    let rel = rel_of(spec.root, &path);
+    if rel.is_empty() {
+        return None;
+    }
+    let io = err.io_error().map(|e| e.kind());
+    let problem = if io == Some(ErrorKind::NotFound) {
+        problem::VANISHED.to_string()
+    } else {
+        format!("{}: {}", problem::UNREADABLE, io_reason(&err))
+    };
+    // A directory that could not be listed was already yielded; this item
+    // carries the listing error, merged onto it after sorting.
+    let kind = if std::fs::symlink_metadata(&path)
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
+    {
+        Kind::Dir
+    } else {
+        Kind::File
+    };
+    let entry = Entry {
+        area: (spec.area_of)(&rel),
+        path: rel,
+        kind,
+        problem: Some(problem),
+        ..Default::default()
+    };
+    Some(Raw {
+        entry,
+        dev: 0,
+        nlink: 1,
+        abs: path,
+    })
+}
+
+fn io_reason(e: &walkdir::Error) -> String {
+    match e.io_error() {
+        Some(io) => io.to_string(),
+        None => e.to_string(),
+    }
+}
+
+fn from_meta(spec: &ScanSpec, abs: PathBuf, m: &std::fs::Metadata) -> Raw {
+    let rel = rel_of(spec.root, &abs);
+    let ft = m.file_type();
+    let kind = if ft.is_file() {
+        Kind::File
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else if ft.is_socket() {
+        Kind::Socket
+    } else if ft.is_char_device() {
+        Kind::Char
+    } else {
+        Kind::Block
+    };
+    let mut entry = Entry {
+        area: (spec.area_of)(&rel),
+        path: rel,
+        kind,
+        size: if matches!(kind, Kind::File | Kind::Symlink) {
+            m.size()
+        } else {
+            0
+        },
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        ino: m.ino(),
+        ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+        ..Default::default()
+    };
+    if kind == Kind::Symlink {
+        match std::fs::read_link(&abs) {
+            Ok(t) => entry.target = Some(t.into_os_string().into_vec_bytes()),
+            Err(e) => entry.add_problem(format!("{}: cannot read link: {e}", problem::UNREADABLE)),
+        }
+    }
+    Raw {
+        entry,
+        dev: m.dev(),
+        nlink: m.nlink(),
+        abs,
+    }
+}
+
+trait IntoVecBytes {
+    fn into_vec_bytes(self) -> Vec<u8>;
+}
+impl IntoVecBytes for std::ffi::OsString {
+    fn into_vec_bytes(self) -> Vec<u8> {
+        std::os::unix::ffi::OsStringExt::into_vec(self)
+    }
+}
+
+/// Hash one regular file, reading each byte once. The open never follows a
+/// symlink and never blocks on a FIFO swapped in since the walk; a file whose
+/// identity, size or mtime moved while it was read is flagged.
+fn hash_file(r: &mut Raw, buf: &mut [u8], want_json: bool) {
+    let e = &mut r.entry;
+    let f = match File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&r.abs)
+    {
+        Ok(f) => f,
+        Err(err) if err.kind() == ErrorKind::NotFound => {
+            e.add_problem(problem::VANISHED);
+            return;
+        }
+        Err(err) => {
+            e.add_problem(format!("{}: {err}", problem::UNREADABLE));
+            return;
+        }
+    };
+    let before = match f.metadata() {
+        Ok(m) => m,
+        Err(err) => {
+            e.add_problem(format!("{}: {err}", problem::UNREADABLE));
+            return;
+        }
+    };
+    if !before.is_file() || before.ino() != e.ino || before.dev() != r.dev {
+        e.add_problem(format!(
+            "{}: replaced by another file after it was listed",
+            problem::CHANGED
+        ));
+        return;
+    }
+    match hash_reader(&f, buf, want_json) {
+        Ok((digest, n, content)) => {
+            e.sha256 = Some(digest);
+            let after = f.metadata();
+            let moved = match &after {
+                Ok(a) => {
+                    a.size() != e.size
+                        || a.mtime() * 1_000_000_000 + a.mtime_nsec() != e.mtime_ns
+                        || n != e.size
+                }
+                Err(_) => true,
+            };
+            if moved {
+                e.add_problem(format!(
+                    "{}: size or mtime changed while it was read (listed {} bytes, read {n})",
+                    problem::CHANGED,
+                    e.size
+                ));
+            } else if let Some(c) = content
+                && let Err(msg) = check_json(&e.path, &c)
+            {
+                e.add_problem(format!("{}: {msg}", problem::INVALID_JSON));
+            }
+        }
+        Err(err) => e.add_problem(format!("{}: {err}", problem::UNREADABLE)),
+    }
+}
+
+pub fn hash_reader(
+    mut f: impl Read,
+    buf: &mut [u8],
+    keep: bool,
+) -> std::io::Result<([u8; 32], u64, Option<Vec<u8>>)> {
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    let mut content = keep.then(Vec::new);
+    loop {
+        let k = match f.read(buf) {
+            Ok(0) => break,
+            Ok(k) => k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..k]);
+        if let Some(c) = content.as_mut() {
+            c.extend_from_slice(&buf[..k]);
+        }
+        n += k as u64;
+    }
+    Ok((h.finalize().into(), n, content))
+}
+
+/// `.json` must be one JSON value; `.jsonl` one per non-empty line.
+fn check_json(path: &[u8], content: &[u8]) -> std::result::Result<(), String> {
+    if path.ends_with(b".jsonl") {
+        for (i, line) in content.split(|&b| b == b'\n').enumerate() {
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+                return Err(format!("line {}: {e}", i + 1));
+            }
+        }
+        Ok(())
+    } else {
+        serde_json::from_slice::<serde::de::IgnoredAny>(content)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+struct Reusable {
+    size: u64,
+    mtime_ns: i64,
+    ino: u64,
+    ctime_ns: i64,
+    sha256: [u8; 32],
+    json_problem: Option<String>,
+}
+
+impl Reusable {
+    fn matches(&self, e: &Entry) -> bool {
+        self.ino != 0
+            && (self.size, self.mtime_ns, self.ino, self.ctime_ns)
+                == (e.size, e.mtime_ns, e.ino, e.ctime_ns)
+    }
+}
+
+/// Hashes from an earlier manifest that may be trusted for unchanged files:
+/// clean files, plus hard-link paths (which carry their group's hash).
+fn reusable_hashes(m: &Manifest) -> HashMap<&[u8], Reusable> {
+    let mut map: HashMap<&[u8], Reusable> = HashMap::with_capacity(m.entries.len());
+    for e in &m.entries {
+        let json_problem = match &e.problem {
+            None => None,
+            Some(p) if p.starts_with(problem::INVALID_JSON) => Some(p.clone()),
+            Some(_) => continue,
+        };
+        let sha256 = match (e.kind, e.sha256, &e.target) {
+            (Kind::File, Some(h), _) => h,
+            (Kind::Hardlink, _, Some(t)) => match m.get(t).and_then(|t| t.sha256) {
+                Some(h) => h,
+                None => continue,
+            },
+            _ => continue,
+        };
+        map.insert(
+            e.path.as_slice(),
+            Reusable {
+                size: e.size,
+                mtime_ns: e.mtime_ns,
+                ino: e.ino,
+                ctime_ns: e.ctime_ns,
+                sha256,
+                json_problem,
+            },
+        );
+    }
+    map
+}
