@@ -54,8 +54,38 @@ pub enum Command {
     /// Scan the root area by area, hashing every file; optionally write a manifest
     #[command(after_help = EXIT_CODES)]
     Inventory(InventoryArgs),
+    /// Write a dated, verified .tar.zst of a layout target (production, v2-dev-data, v2) or a directory
+    #[command(after_help = EXIT_CODES)]
+    Archive(ArchiveArgs),
     /// Print the effective layout (TOML) so it can be copied and edited
     Layout,
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// A target from the layout (production, v2-dev-data, v2) or a directory under the root
+    pub target: String,
+    /// Directory for the archive and its sidecars [default: <root>/archive/, created 0700]
+    #[arg(long, value_name = "DIR")]
+    pub dest: Option<PathBuf>,
+    /// Date in the archive name, YYYYMMDD [default: today, local time]
+    #[arg(long, value_name = "YYYYMMDD")]
+    pub date: Option<String>,
+    /// zstd compression level
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Skip paths matching GLOB (relative to the archived directory; repeatable)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Do not read the archive back before reporting success
+    #[arg(long)]
+    pub no_verify: bool,
+    /// After a verified, clean capture, delete what was archived
+    #[arg(long)]
+    pub remove_source: bool,
+    /// Allow --remove-source on live V2 data or without the migration check
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -161,6 +191,38 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             }
             out.flush().context("cannot write to stdout")?;
             Ok(if inv.clean() {
+                Outcome::Clean
+            } else {
+                Outcome::Problems
+            })
+        }
+        Command::Archive(a) => {
+            let opts = commands::archive::ArchiveOptions {
+                root: g.root(),
+                layout,
+                target: a.target.clone(),
+                dest: a.dest.clone(),
+                date: a.date.clone(),
+                stamp: None,
+                level: a.level,
+                threads: g.threads(),
+                excludes: a.exclude.clone(),
+                verify: !a.no_verify,
+                remove_source: a.remove_source,
+                force: a.force,
+                migration_checked: false,
+            };
+            let progress = progress::for_cli(g.quiet);
+            let report = commands::archive::run(&opts, progress.as_ref())?;
+            let mut out = std::io::BufWriter::new(&mut stdout);
+            if g.json {
+                serde_json::to_writer_pretty(&mut out, &report)?;
+                writeln!(out)?;
+            } else {
+                render::archive(&mut out, &report)?;
+            }
+            out.flush().context("cannot write to stdout")?;
+            Ok(if report.clean() {
                 Outcome::Clean
             } else {
                 Outcome::Problems

@@ -1,10 +1,12 @@
 //! datamig: inventory, verify, archive, restore and back up a coordination
 //! server's data root. The binary is a thin front door over these modules.
 
+pub mod archive;
 pub mod atomic;
 pub mod cli;
 pub mod commands;
 pub mod entry;
+pub mod frames;
 pub mod layout;
 pub mod manifest;
 pub mod progress;
@@ -12,3 +14,4 @@ pub mod render;
 pub mod scan;
 pub mod signals;
 pub mod summary;
+pub mod tarfmt;

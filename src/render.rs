@@ -151,6 +151,76 @@ pub fn inventory(w: &mut dyn Write, s: &Summary) -> io::Result<()> {
     Ok(())
 }
 
+pub fn archive(w: &mut dyn Write, r: &crate::commands::archive::ArchiveReport) -> io::Result<()> {
+    writeln!(w, "datamig archive {} ({})", r.target, r.source)?;
+    writeln!(w, "  archive   {}", r.archive)?;
+    writeln!(w, "  manifest  {}", r.manifest)?;
+    writeln!(w, "  sha256    {}  ({})", r.archive_sha256, r.sha256_file)?;
+    let ratio = if r.compressed_bytes > 0 {
+        r.tar_bytes as f64 / r.compressed_bytes as f64
+    } else {
+        0.0
+    };
+    writeln!(
+        w,
+        "  {} members, {} files, {} of file data -> {} compressed ({ratio:.2}x, {} frames) in {:.1}s",
+        r.members,
+        r.files,
+        human_bytes(r.file_bytes),
+        human_bytes(r.compressed_bytes),
+        r.frames,
+        r.seconds
+    )?;
+    for a in &r.absent {
+        writeln!(
+            w,
+            "  note: {a} is part of the target but does not exist; nothing to archive there"
+        )?;
+    }
+    list(w, "Flagged: not captured cleanly", &r.flagged, |n| {
+        format!("{}: {}", n.path, n.note)
+    })?;
+    list(
+        w,
+        "Secrets included: keep this archive private (it is mode 0600)",
+        &r.secrets,
+        |p| p.clone(),
+    )?;
+    match r.verify {
+        "passed" => writeln!(
+            w,
+            "\nVerify: passed, every member read back and matched its manifest entry."
+        )?,
+        "skipped" => writeln!(
+            w,
+            "\nVerify: skipped (--no-verify); run `datamig verify {}` before relying on it.",
+            r.archive
+        )?,
+        _ => writeln!(w, "\nVerify: FAILED")?,
+    }
+    if let Some(why) = &r.remove_refused {
+        writeln!(w, "Source NOT removed: {why}")?;
+    }
+    if let Some(rm) = &r.removed {
+        writeln!(
+            w,
+            "Source removed: {} files ({}), {} directories.",
+            rm.files,
+            human_bytes(rm.bytes),
+            rm.dirs
+        )?;
+        list(w, "Kept (not removed)", &rm.kept, |n| {
+            format!("{}: {}", n.path, n.note)
+        })?;
+    }
+    if r.clean() {
+        writeln!(w, "Result: clean.")?;
+    } else {
+        writeln!(w, "Result: problems listed above (exit 1).")?;
+    }
+    Ok(())
+}
+
 /// GNU sha256sum lines (text mode), escaped as GNU does for `\` and newline.
 pub fn sha256sum_lines(
     w: &mut dyn Write,

@@ -39,6 +39,8 @@ pub struct ScanSpec<'a> {
     /// Reuse hashes of files unchanged since this manifest.
     pub previous: Option<&'a Manifest>,
     pub threads: usize,
+    /// False: list and stat only (the archive hashes as it reads).
+    pub hash_files: bool,
 }
 
 #[derive(Debug, Default)]
@@ -141,7 +143,7 @@ pub fn scan(spec: &ScanSpec, progress: &dyn Progress) -> Result<Scan> {
     let mut reused = 0u64;
     let mut to_hash: Vec<usize> = Vec::new();
     for (i, r) in raws.iter_mut().enumerate() {
-        if r.entry.kind != Kind::File || r.entry.problem.is_some() {
+        if !spec.hash_files || r.entry.kind != Kind::File || r.entry.problem.is_some() {
             continue;
         }
         match previous

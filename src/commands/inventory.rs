@@ -91,6 +91,7 @@ pub fn run(opts: &InventoryOptions, progress: &dyn Progress) -> Result<Inventory
         check_json: &check_json,
         previous: previous.as_ref(),
         threads: opts.threads,
+        hash_files: true,
     };
     let result = scan(&spec, progress)?;
     let mut summary = summarize(&opts.root, &opts.layout, &result.entries);

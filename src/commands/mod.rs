@@ -1,3 +1,4 @@
 //! One module per subcommand; each takes typed options and returns a report.
 
+pub mod archive;
 pub mod inventory;

@@ -1,0 +1,186 @@
+//! The `.tar.zst` archive: what gets archived (targets), how archives are named,
+//! and the modules that write, check and retire sources.
+
+pub mod check;
+pub mod remove;
+pub mod write;
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::layout::Layout;
+
+/// Members appended after the archived tree.
+pub const MANIFEST_MEMBER: &str = ".datamig/MANIFEST.jsonl";
+pub const SUMS_MEMBER: &str = ".datamig/SHA256SUMS";
+pub const EXTENSION: &str = ".tar.zst";
+pub const MANIFEST_SIDECAR: &str = ".manifest.jsonl";
+pub const SHA_SIDECAR: &str = ".sha256";
+
+/// What one archive holds.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub target: String,
+    pub prefix: String,
+    /// Member paths are relative to this directory.
+    pub base: PathBuf,
+    /// `base` relative to the data root (empty when it is the root).
+    pub base_rel: Vec<u8>,
+    /// Paths under `base` to include; empty means all of it.
+    pub scope: Vec<Vec<u8>>,
+    /// Layout paths of the target that do not exist on disk.
+    pub absent: Vec<String>,
+    pub live: bool,
+    pub requires_migration_check: bool,
+}
+
+impl Source {
+    /// A member path relative to the data root (for areas and secrets).
+    pub fn root_rel(&self, member: &[u8]) -> Vec<u8> {
+        if self.base_rel.is_empty() {
+            return member.to_vec();
+        }
+        let mut v = self.base_rel.clone();
+        v.push(b'/');
+        v.extend_from_slice(member);
+        v
+    }
+}
+
+/// A layout target by name, else a directory under the root.
+pub fn resolve_source(root: &Path, layout: &Layout, name: &str) -> Result<Source> {
+    if let Some(t) = layout.target(name) {
+        let present: Vec<&String> = t
+            .paths
+            .iter()
+            .filter(|p| std::fs::symlink_metadata(root.join(p)).is_ok())
+            .collect();
+        let absent = t
+            .paths
+            .iter()
+            .filter(|p| !present.contains(p))
+            .cloned()
+            .collect();
+        if present.is_empty() {
+            bail!(
+                "target {name:?} has nothing to archive: none of {} exists under {}",
+                t.paths.join(", "),
+                root.display()
+            );
+        }
+        let single_dir = t.paths.len() == 1 && root.join(&t.paths[0]).is_dir();
+        let (base, base_rel, scope) = if single_dir {
+            (
+                root.join(&t.paths[0]),
+                t.paths[0].clone().into_bytes(),
+                vec![],
+            )
+        } else {
+            (
+                root.to_path_buf(),
+                vec![],
+                present.iter().map(|p| p.as_bytes().to_vec()).collect(),
+            )
+        };
+        return Ok(Source {
+            target: t.name.clone(),
+            prefix: t.prefix.clone(),
+            base,
+            base_rel,
+            scope,
+            absent,
+            live: t.live,
+            requires_migration_check: t.requires_migration_check,
+        });
+    }
+    let p = Path::new(name);
+    let rel = if p.is_absolute() {
+        p.strip_prefix(root)
+            .with_context(|| format!("{name} is not under the data root {}", root.display()))?
+            .to_path_buf()
+    } else {
+        p.to_path_buf()
+    };
+    let rel_s = rel.as_os_str().as_bytes().to_vec();
+    let rel_s: Vec<u8> = rel_s
+        .strip_suffix(b"/")
+        .map(|s| s.to_vec())
+        .unwrap_or(rel_s);
+    crate::manifest::check_entry_path(&rel_s).with_context(|| {
+        format!("{name:?} is neither an archive target of the layout (see `datamig layout`) nor a directory under the root")
+    })?;
+    let base = root.join(std::ffi::OsStr::from_bytes(&rel_s));
+    if !base.is_dir() {
+        bail!(
+            "{name:?} is neither an archive target of the layout nor a directory under {}",
+            root.display()
+        );
+    }
+    let classifier = layout.classifier();
+    let live = classifier.area_of(&rel_s).is_some_and(|a| a.kind == "v2");
+    let prefix = base
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "archive".into());
+    Ok(Source {
+        target: name.to_string(),
+        prefix,
+        base,
+        base_rel: rel_s,
+        scope: vec![],
+        absent: vec![],
+        live,
+        requires_migration_check: false,
+    })
+}
+
+/// `--date YYYYMMDD`, checked; default today's local date.
+pub fn date_stamp(date: Option<&str>) -> Result<String> {
+    match date {
+        Some(d) => {
+            let ok = d.len() == 8
+                && d.bytes().all(|b| b.is_ascii_digit())
+                && jiff::civil::Date::strptime("%Y%m%d", d).is_ok();
+            if !ok {
+                bail!("--date {d:?} is not a calendar date written YYYYMMDD");
+            }
+            Ok(d.to_string())
+        }
+        None => Ok(jiff::Zoned::now().date().strftime("%Y%m%d").to_string()),
+    }
+}
+
+pub fn sidecar(archive: &Path, suffix: &str) -> PathBuf {
+    let mut s = archive.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Create the destination directory (mode 0700) when missing.
+pub fn ensure_dest(dest: &Path) -> Result<()> {
+    if dest.is_dir() {
+        return Ok(());
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dest)
+        .with_context(|| format!("cannot create destination directory {}", dest.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date_stamps_are_checked() {
+        assert_eq!(date_stamp(Some("20251225")).unwrap(), "20251225");
+        for bad in ["2025-12-25", "20251332", "2025122", "abcdefgh"] {
+            assert!(date_stamp(Some(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(date_stamp(None).unwrap().len(), 8);
+    }
+}

@@ -1,0 +1,304 @@
+//! Where the archive is written: one pass over the scanned entries, each file
+//! read once, its SHA-256 taken over exactly the bytes put into the tar stream.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use anyhow::Result;
+use sha2::{Digest, Sha256};
+
+use crate::entry::{Entry, FramePos, Kind};
+use crate::frames::{FrameWriter, Mark};
+use crate::progress::Progress;
+use crate::scan::problem;
+use crate::tarfmt::{MemberHeader, MemberKind, Region, encode_header, padding};
+
+pub const NOT_ARCHIVED: &str = "not archived";
+
+const READ_BUF: usize = 256 << 10;
+
+/// Write every entry as a tar member. Entries gain `sha256`, `pos` (frame index
+/// for now; see `resolve_positions`) and a `problem` where the capture was not
+/// clean. Returns the number of members written.
+pub fn write_members(
+    base: &Path,
+    entries: &mut [Entry],
+    fw: &mut FrameWriter,
+    progress: &dyn Progress,
+) -> Result<u64> {
+    let total: u64 = entries
+        .iter()
+        .filter(|e| e.kind == Kind::File)
+        .map(|e| e.size)
+        .sum();
+    progress.phase("archiving", Some(total));
+    let mut buf = vec![0u8; READ_BUF];
+    let mut written = 0u64;
+    let mut failed_files: std::collections::HashSet<Vec<u8>> = Default::default();
+    for e in entries.iter_mut() {
+        let mark = match e.kind {
+            Kind::Dir => Some(put_simple(fw, e, MemberKind::Dir, None)?),
+            Kind::Symlink if e.problem.is_none() => {
+                let link = e.target.clone();
+                Some(put_simple(fw, e, MemberKind::Symlink, link)?)
+            }
+            Kind::Hardlink => {
+                let target = e.target.clone().unwrap_or_default();
+                if failed_files.contains(&target) {
+                    e.add_problem(format!(
+                        "{NOT_ARCHIVED}: the first path of this hard link could not be archived"
+                    ));
+                    None
+                } else {
+                    Some(put_simple(fw, e, MemberKind::Hardlink, Some(target))?)
+                }
+            }
+            Kind::File if e.problem.is_none() => {
+                let m = put_file(base, e, fw, &mut buf)?;
+                if m.is_none() {
+                    failed_files.insert(e.path.clone());
+                }
+                progress.advance(1, e.size);
+                m
+            }
+            Kind::File | Kind::Symlink => {
+                failed_files.insert(e.path.clone());
+                None
+            }
+            k => {
+                e.add_problem(format!("{NOT_ARCHIVED}: {k} files cannot be archived"));
+                None
+            }
+        };
+        if let Some(m) = mark {
+            e.pos = Some(FramePos {
+                frame_offset: m.frame,
+                offset_in_frame: m.offset_in_frame,
+            });
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
+/// Turn frame indexes into compressed offsets once the frames are on disk.
+pub fn resolve_positions(entries: &mut [Entry], frame_offsets: &[u64]) {
+    for e in entries {
+        if let Some(p) = e.pos.as_mut() {
+            p.frame_offset = frame_offsets[p.frame_offset as usize];
+        }
+    }
+}
+
+fn header_for(e: &Entry, kind: MemberKind, link: Option<Vec<u8>>) -> MemberHeader {
+    MemberHeader {
+        path: e.path.clone(),
+        kind,
+        mode: e.mode,
+        uid: e.uid as u64,
+        gid: e.gid as u64,
+        mtime: e.mtime_ns.div_euclid(1_000_000_000),
+        size: if kind == MemberKind::File { e.size } else { 0 },
+        link,
+        sparse: None,
+    }
+}
+
+fn put_simple(
+    fw: &mut FrameWriter,
+    e: &Entry,
+    kind: MemberKind,
+    link: Option<Vec<u8>>,
+) -> Result<Mark> {
+    let h = encode_header(&header_for(e, kind, link));
+    fw.boundary_for(h.len() as u64)?;
+    let m = fw.mark();
+    fw.write_all(&h)?;
+    Ok(m)
+}
+
+/// Append one in-memory file (the `.datamig/` members).
+pub fn put_bytes(fw: &mut FrameWriter, path: &[u8], data: &[u8], mtime: i64) -> Result<Mark> {
+    let h = MemberHeader {
+        path: path.to_vec(),
+        kind: MemberKind::File,
+        mode: 0o600,
+        uid: 0,
+        gid: 0,
+        mtime,
+        size: data.len() as u64,
+        link: None,
+        sparse: None,
+    };
+    let enc = encode_header(&h);
+    fw.boundary_for((enc.len() + data.len()) as u64)?;
+    let m = fw.mark();
+    fw.write_all(&enc)?;
+    fw.write_all(data)?;
+    fw.write_all(&vec![0u8; padding(data.len() as u64)])?;
+    Ok(m)
+}
+
+/// Returns `None` (with a problem on the entry) when the file could not be
+/// opened; once its header is out, the member is always completed so the tar
+/// stream stays well-formed, and any change is flagged instead.
+fn put_file(
+    base: &Path,
+    e: &mut Entry,
+    fw: &mut FrameWriter,
+    buf: &mut [u8],
+) -> Result<Option<Mark>> {
+    let abs = base.join(OsStr::from_bytes(&e.path));
+    let mut f = match File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&abs)
+    {
+        Ok(f) => f,
+        Err(err) => {
+            let why = if err.kind() == ErrorKind::NotFound {
+                problem::VANISHED.to_string()
+            } else {
+                format!("{}: {err}", problem::UNREADABLE)
+            };
+            e.add_problem(format!("{why}; {NOT_ARCHIVED}"));
+            return Ok(None);
+        }
+    };
+    let meta = match f.metadata() {
+        Ok(m) if m.is_file() && m.ino() == e.ino => m,
+        Ok(_) => {
+            e.add_problem(format!(
+                "{}: replaced by another file after it was listed; {NOT_ARCHIVED}",
+                problem::CHANGED
+            ));
+            return Ok(None);
+        }
+        Err(err) => {
+            e.add_problem(format!("{}: {err}; {NOT_ARCHIVED}", problem::UNREADABLE));
+            return Ok(None);
+        }
+    };
+    let sparse = if meta.blocks() * 512 < e.size {
+        data_regions(&mut f, e.size)
+    } else {
+        None
+    };
+    let mut h = header_for(e, MemberKind::File, None);
+    h.sparse = sparse;
+    let enc = encode_header(&h);
+    let stored = h.stored_size();
+    fw.boundary_for(enc.len() as u64 + stored)?;
+    let mark = fw.mark();
+    fw.write_all(&enc)?;
+
+    let mut hasher = Sha256::new();
+    let mut short = false;
+    let regions = h.sparse.clone().unwrap_or_else(|| {
+        vec![Region {
+            offset: 0,
+            len: e.size,
+        }]
+    });
+    let mut logical = 0u64;
+    for r in &regions {
+        hash_zeros(&mut hasher, r.offset - logical);
+        if h.sparse.is_some() && f.seek(SeekFrom::Start(r.offset)).is_err() {
+            short = true;
+        }
+        let mut left = r.len;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = if short {
+                0
+            } else {
+                match f.read(&mut buf[..want]) {
+                    Ok(n) => n,
+                    Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => 0,
+                }
+            };
+            if n == 0 {
+                // The file shrank (or failed) mid-read: keep the stream well-formed.
+                short = true;
+                buf[..want].fill(0);
+                hasher.update(&buf[..want]);
+                fw.write_all(&buf[..want])?;
+                left -= want as u64;
+                continue;
+            }
+            hasher.update(&buf[..n]);
+            fw.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        logical = r.offset + r.len;
+    }
+    hash_zeros(&mut hasher, e.size - logical);
+    fw.write_all(&vec![0u8; padding(stored)])?;
+    e.sha256 = Some(hasher.finalize().into());
+
+    let grew = {
+        let mut one = [0u8; 1];
+        h.sparse.is_none() && !short && matches!(f.read(&mut one), Ok(1))
+    };
+    let moved = match f.metadata() {
+        Ok(a) => a.size() != e.size || a.mtime() * 1_000_000_000 + a.mtime_nsec() != e.mtime_ns,
+        Err(_) => true,
+    };
+    if short || grew || moved {
+        e.add_problem(format!(
+            "{}: size or mtime changed while it was archived; the archived copy may be inconsistent",
+            problem::CHANGED
+        ));
+    }
+    Ok(Some(mark))
+}
+
+static ZEROS: [u8; 64 << 10] = [0u8; 64 << 10];
+
+pub fn hash_zeros(h: &mut Sha256, mut n: u64) {
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        h.update(&ZEROS[..k]);
+        n -= k as u64;
+    }
+}
+
+/// The data regions of a sparse file, from SEEK_DATA/SEEK_HOLE. `None` when the
+/// filesystem cannot tell (the file is then stored densely).
+fn data_regions(f: &mut File, size: u64) -> Option<Vec<Region>> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos: i64 = 0;
+    while (pos as u64) < size {
+        // SAFETY: lseek on an fd we own; no memory is passed.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENXIO) {
+                break; // only a hole remains
+            }
+            return None;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return None;
+        }
+        let end = (hole as u64).min(size);
+        if end > data as u64 {
+            out.push(Region {
+                offset: data as u64,
+                len: end - data as u64,
+            });
+        }
+        pos = hole;
+    }
+    f.seek(SeekFrom::Start(0)).ok()?;
+    Some(out)
+}

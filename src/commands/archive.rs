@@ -1,0 +1,367 @@
+//! `datamig archive TARGET`: a dated, compressed, verified `.tar.zst` with its
+//! manifest, replacing the runbook's `mv production archive/...`.
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::archive::check::{CheckReport, check_archive};
+use crate::archive::remove::{Removal, remove_archived};
+use crate::archive::write::{put_bytes, resolve_positions, write_members};
+use crate::archive::{
+    EXTENSION, MANIFEST_MEMBER, MANIFEST_SIDECAR, SHA_SIDECAR, SUMS_MEMBER, Source, date_stamp,
+    ensure_dest, resolve_source, sidecar,
+};
+use crate::atomic::AtomicFile;
+use crate::entry::{Entry, hex};
+use crate::frames::{ArchiveIndex, FrameWriter};
+use crate::layout::{Layout, build_globset};
+use crate::manifest::{Header, write_manifest};
+use crate::progress::Progress;
+use crate::render::sha256sum_line;
+use crate::scan::{ScanSpec, scan};
+use crate::summary::PathNote;
+use crate::tarfmt::END_OF_ARCHIVE;
+
+#[derive(Debug, Clone)]
+pub struct ArchiveOptions {
+    pub root: PathBuf,
+    pub layout: Layout,
+    pub target: String,
+    pub dest: Option<PathBuf>,
+    /// YYYYMMDD; default today (local).
+    pub date: Option<String>,
+    /// Full stamp override (backup uses YYYYMMDD-HHMMSS).
+    pub stamp: Option<String>,
+    pub level: i32,
+    pub threads: usize,
+    pub excludes: Vec<String>,
+    pub verify: bool,
+    pub remove_source: bool,
+    pub force: bool,
+    /// Whether the migration check passed, for targets that require it.
+    pub migration_checked: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ArchiveReport {
+    pub report: &'static str,
+    pub version: u32,
+    pub target: String,
+    pub source: String,
+    pub archive: String,
+    pub manifest: String,
+    pub sha256_file: String,
+    pub archive_sha256: String,
+    pub members: u64,
+    pub files: u64,
+    pub file_bytes: u64,
+    pub tar_bytes: u64,
+    pub compressed_bytes: u64,
+    pub frames: u64,
+    pub seconds: f64,
+    pub secrets: Vec<String>,
+    pub absent: Vec<String>,
+    /// Entries not captured cleanly (changed, unreadable, special files).
+    pub flagged: Vec<PathNote>,
+    /// "passed", "failed" or "skipped".
+    pub verify: &'static str,
+    pub verify_report: Option<CheckReport>,
+    pub removed: Option<Removal>,
+    pub remove_refused: Option<String>,
+}
+
+impl ArchiveReport {
+    pub fn clean(&self) -> bool {
+        self.flagged.is_empty()
+            && self.verify != "failed"
+            && self.remove_refused.is_none()
+            && self.removed.as_ref().is_none_or(|r| r.kept.is_empty())
+    }
+}
+
+pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveReport> {
+    let started = Instant::now();
+    let root = &opts.root;
+    if !root.is_dir() {
+        bail!(
+            "data root {} is not a readable directory (set --root or V2_DATA_ROOT)",
+            root.display()
+        );
+    }
+    let src = resolve_source(root, &opts.layout, &opts.target)?;
+    let stamp = match &opts.stamp {
+        Some(s) => s.clone(),
+        None => date_stamp(opts.date.as_deref())?,
+    };
+    let dest = opts.dest.clone().unwrap_or_else(|| root.join("archive"));
+    ensure_dest(&dest)?;
+    let archive = dest.join(format!("{}-{stamp}{EXTENSION}", src.prefix));
+    let manifest_path = sidecar(&archive, MANIFEST_SIDECAR);
+    let sha_path = sidecar(&archive, SHA_SIDECAR);
+    for p in [&archive, &manifest_path, &sha_path] {
+        if std::fs::symlink_metadata(p).is_ok() {
+            bail!(
+                "{} already exists; datamig never overwrites an archive (pick another --date or --dest, or move the old one away)",
+                p.display()
+            );
+        }
+    }
+
+    let mut entries = scan_source(opts, &src, &dest)?;
+    if entries
+        .iter()
+        .any(|e| e.path == b".datamig" || e.path.starts_with(b".datamig/"))
+    {
+        bail!(
+            "{} contains a .datamig entry, which is where datamig puts its own manifest; exclude it with --exclude '.datamig/**'",
+            src.base.display()
+        );
+    }
+
+    let mut out = AtomicFile::create(&archive, 0o600, true)?;
+    let file = out
+        .file()
+        .try_clone()
+        .context("cannot reopen the temporary archive")?;
+    let mut fw = FrameWriter::new(Box::new(file), opts.level, opts.threads);
+    let members = write_members(&src.base, &mut entries, &mut fw, progress)?;
+    let offsets = fw.sync()?;
+    resolve_positions(&mut entries, &offsets);
+
+    let created = crate::commands::inventory::now_rfc3339();
+    let scope = src
+        .scope
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    let header = Header::new(&src.base, &opts.layout.name, created, scope);
+    let (manifest_bytes, trailer) = write_manifest(Vec::new(), &header, &entries)?;
+    let sums = sums_file(&entries);
+    let now = jiff::Timestamp::now().as_second();
+    let mmark = put_bytes(&mut fw, MANIFEST_MEMBER.as_bytes(), &manifest_bytes, now)?;
+    put_bytes(&mut fw, SUMS_MEMBER.as_bytes(), &sums, now)?;
+    fw.write_all(&END_OF_ARCHIVE)?;
+    let offsets = fw.sync()?;
+    let index = ArchiveIndex {
+        datamig: "archive-index".into(),
+        version: 1,
+        manifest_frame_offset: offsets[mmark.frame as usize],
+        manifest_offset_in_frame: mmark.offset_in_frame,
+        manifest_size: manifest_bytes.len() as u64,
+        index_offset: 0,
+        frames: offsets.len() as u64,
+    };
+    let index = ArchiveIndex {
+        index_offset: written_len(&out)?,
+        ..index
+    };
+    let finished = fw.finish(&index)?;
+    drop(finished.out);
+
+    let archive_sha256 = hex(&finished.sha256);
+    let (verify, verify_report) = if opts.verify {
+        let mut r = check_archive(out.temp_path(), &entries, progress)?;
+        if r.embedded_manifest.as_deref() != Some(&manifest_bytes[..]) {
+            r.stream
+                .push("the embedded manifest differs from the one written".into());
+        }
+        if r.archive_sha256 != archive_sha256 {
+            r.stream.push(format!(
+                "the archive on disk hashes to {} but {} was written",
+                r.archive_sha256, archive_sha256
+            ));
+        }
+        if !r.passed() {
+            bail!(
+                "the archive failed its read-back check, so it was not kept ({}); the source is untouched",
+                describe_failure(&r)
+            );
+        }
+        ("passed", Some(r))
+    } else {
+        ("skipped", None)
+    };
+
+    // Sidecars first: an archive under its final name always has them.
+    let name = archive
+        .file_name()
+        .expect("archive has a name")
+        .as_bytes()
+        .to_vec();
+    let mut m = AtomicFile::create(&manifest_path, 0o600, true)?;
+    m.write_all(&manifest_bytes)?;
+    let mut s = AtomicFile::create(&sha_path, 0o600, true)?;
+    s.write_all(&sha256sum_line(&finished.sha256, &name))?;
+    m.commit()?;
+    let committed = s.commit().and_then(|_| out.commit());
+    if let Err(e) = committed {
+        let _ = std::fs::remove_file(&manifest_path);
+        let _ = std::fs::remove_file(&sha_path);
+        return Err(e.context(format!("cannot put {} in place", archive.display())));
+    }
+
+    let secrets = secrets_in(&opts.layout, &src, &entries)?;
+    let flagged: Vec<PathNote> = entries
+        .iter()
+        .filter_map(|e| {
+            e.problem.as_ref().map(|p| PathNote {
+                path: e.path_lossy(),
+                note: p.clone(),
+            })
+        })
+        .collect();
+    let mut report = ArchiveReport {
+        report: "archive",
+        version: 1,
+        target: src.target.clone(),
+        source: src.base.display().to_string(),
+        archive: archive.display().to_string(),
+        manifest: manifest_path.display().to_string(),
+        sha256_file: sha_path.display().to_string(),
+        archive_sha256,
+        members,
+        files: trailer.files,
+        file_bytes: trailer.bytes,
+        tar_bytes: finished.uncompressed_bytes,
+        compressed_bytes: finished.compressed_bytes,
+        frames: finished.frames,
+        seconds: 0.0,
+        secrets,
+        absent: src.absent.clone(),
+        flagged,
+        verify,
+        verify_report,
+        removed: None,
+        remove_refused: None,
+    };
+    if opts.remove_source {
+        match removal_refusal(opts, &src, &report) {
+            Some(why) => report.remove_refused = Some(why),
+            None => {
+                report.removed = Some(remove_archived(&src.base, &entries, src.scope.is_empty()))
+            }
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn written_len(out: &AtomicFile) -> Result<u64> {
+    Ok(std::fs::metadata(out.temp_path())?.len())
+}
+
+fn scan_source(opts: &ArchiveOptions, src: &Source, dest: &std::path::Path) -> Result<Vec<Entry>> {
+    let mut excludes = opts.excludes.clone();
+    // An archive destination inside the tree being archived must not archive itself.
+    if let (Ok(b), Ok(d)) = (src.base.canonicalize(), dest.canonicalize())
+        && let Ok(rel) = d.strip_prefix(&b)
+    {
+        if rel.as_os_str().is_empty() {
+            bail!(
+                "the destination {} is the directory being archived; choose another --dest",
+                dest.display()
+            );
+        }
+        let rel = rel.to_string_lossy().into_owned();
+        excludes.push(globset::escape(&rel));
+        excludes.push(format!("{}/**", globset::escape(&rel)));
+    }
+    let excludes = build_globset(&excludes)?;
+    let classifier = opts.layout.classifier();
+    let area_of = |rel: &[u8]| classifier.name_of(&src.root_rel(rel)).to_string();
+    let no_json = |_: &[u8]| false;
+    let spec = ScanSpec {
+        root: &src.base,
+        scope: &src.scope,
+        excludes: &excludes,
+        area_of: &area_of,
+        check_json: &no_json,
+        previous: None,
+        threads: opts.threads,
+        hash_files: false,
+    };
+    Ok(scan(&spec, &crate::progress::Silent)?.entries)
+}
+
+fn sums_file(entries: &[Entry]) -> Vec<u8> {
+    use crate::entry::Kind;
+    let hash_of = |e: &Entry| match e.kind {
+        Kind::File => e.sha256,
+        Kind::Hardlink => {
+            let t = e.target.as_deref()?;
+            let i = entries
+                .binary_search_by(|x| x.path.as_slice().cmp(t))
+                .ok()?;
+            entries[i].sha256
+        }
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for e in entries.iter().filter(|e| e.pos.is_some()) {
+        if let Some(h) = hash_of(e) {
+            out.extend_from_slice(&sha256sum_line(&h, &e.path));
+        }
+    }
+    out
+}
+
+fn secrets_in(layout: &Layout, src: &Source, entries: &[Entry]) -> Result<Vec<String>> {
+    let set = layout.secret_set()?;
+    Ok(entries
+        .iter()
+        .filter(|e| e.pos.is_some() && e.kind != crate::entry::Kind::Dir)
+        .map(|e| src.root_rel(&e.path))
+        .filter(|p| set.is_match(std::ffi::OsStr::from_bytes(p)))
+        .map(|p| String::from_utf8_lossy(&p).into_owned())
+        .collect())
+}
+
+fn describe_failure(r: &CheckReport) -> String {
+    let mut parts: Vec<String> = r.stream.clone();
+    for (what, list) in [
+        ("mismatched", &r.mismatched),
+        ("missing", &r.missing),
+        ("unexpected", &r.unexpected),
+    ] {
+        if let Some(first) = list.first() {
+            parts.push(format!(
+                "{} {what}, first {}: {}",
+                list.len(),
+                first.path,
+                first.note
+            ));
+        }
+    }
+    parts.join("; ")
+}
+
+/// Why `--remove-source` must not run, if it must not.
+fn removal_refusal(opts: &ArchiveOptions, src: &Source, report: &ArchiveReport) -> Option<String> {
+    if report.verify != "passed" {
+        return Some("the archive was not verified (--no-verify); the source was kept".into());
+    }
+    if !report.flagged.is_empty() {
+        return Some(format!(
+            "{} entries were not captured cleanly (listed above); the source was kept — fix them and archive again",
+            report.flagged.len()
+        ));
+    }
+    if src.live && !opts.force {
+        return Some(format!(
+            "{} is live V2 data; removing it needs --force; the source was kept",
+            src.target
+        ));
+    }
+    if src.requires_migration_check && !opts.migration_checked && !opts.force {
+        return Some(format!(
+            "{} may only be removed after `datamig verify --migration` passes (or with --force); the source was kept",
+            src.target
+        ));
+    }
+    None
+}

@@ -1,0 +1,364 @@
+//! The compressed stream: a tar stream cut into independent zstd frames of at
+//! most `FRAME_MAX` input bytes, compressed on all cores, written in order.
+//! Independent frames keep the file one ordinary `.zst` stream for `zstd -d`
+//! while letting restore and verify start decoding at any frame.
+//!
+//! The last frame is a zstd *skippable* frame (ignored by `zstd -d`) holding a
+//! small index so `datamig list` finds the embedded manifest from the tail.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Input bytes per frame. Small enough that reaching one member reads little,
+/// large enough that compression ratio stays close to one continuous stream.
+pub const FRAME_MAX: usize = 4 << 20;
+
+const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
+const FOOTER_MAGIC: &[u8; 8] = b"DMIGIDX1";
+
+enum Job {
+    Compress(u64, Vec<u8>),
+    Raw(u64, Vec<u8>),
+}
+
+/// Where every frame landed in the output file.
+#[derive(Debug, Default)]
+struct Landed {
+    offsets: Vec<u64>,
+    written: u64,
+    error: Option<String>,
+}
+
+pub struct FrameWriter {
+    buf: Vec<u8>,
+    /// Uncompressed bytes already sent in earlier frames.
+    sent_in: u64,
+    next_index: u64,
+    jobs: Option<SyncSender<Job>>,
+    tokens: Receiver<()>,
+    landed: Arc<(Mutex<Landed>, std::sync::Condvar)>,
+    workers: Vec<JoinHandle<()>>,
+    writer: Option<JoinHandle<Result<(Box<dyn Write + Send>, [u8; 32])>>>,
+}
+
+/// A member's place: frame index (resolved to a compressed offset later) and
+/// the number of decompressed bytes of that frame before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub frame: u64,
+    pub offset_in_frame: u64,
+}
+
+pub struct Finished {
+    pub out: Box<dyn Write + Send>,
+    pub compressed_bytes: u64,
+    pub uncompressed_bytes: u64,
+    pub sha256: [u8; 32],
+    pub frames: u64,
+}
+
+impl FrameWriter {
+    pub fn new(out: Box<dyn Write + Send>, level: i32, threads: usize) -> FrameWriter {
+        let threads = threads.max(1);
+        let in_flight = threads * 2 + 2;
+        let (jobs_tx, jobs_rx) = sync_channel::<Job>(in_flight);
+        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        let (done_tx, done_rx) = sync_channel::<(u64, Result<Vec<u8>>)>(in_flight);
+        // Tokens bound the frames alive at once, whatever order they finish in.
+        let (tok_tx, tok_rx) = sync_channel::<()>(in_flight);
+        for _ in 0..in_flight {
+            tok_tx.send(()).expect("fresh channel");
+        }
+        let landed = Arc::new((Mutex::new(Landed::default()), std::sync::Condvar::new()));
+        let mut workers = Vec::new();
+        for i in 0..threads {
+            let rx = Arc::clone(&jobs_rx);
+            let tx = done_tx.clone();
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("datamig-zstd-{i}"))
+                    .spawn(move || compress_worker(rx, tx, level))
+                    .expect("spawn compressor"),
+            );
+        }
+        drop(done_tx);
+        let landed2 = Arc::clone(&landed);
+        let writer = std::thread::Builder::new()
+            .name("datamig-writer".into())
+            .spawn(move || write_in_order(out, done_rx, tok_tx, landed2))
+            .expect("spawn writer");
+        FrameWriter {
+            buf: Vec::with_capacity(FRAME_MAX),
+            sent_in: 0,
+            next_index: 0,
+            jobs: Some(jobs_tx),
+            tokens: tok_rx,
+            landed,
+            workers,
+            writer: Some(writer),
+        }
+    }
+
+    pub fn mark(&self) -> Mark {
+        Mark {
+            frame: self.next_index,
+            offset_in_frame: self.buf.len() as u64,
+        }
+    }
+
+    /// Uncompressed bytes written so far.
+    pub fn position(&self) -> u64 {
+        self.sent_in + self.buf.len() as u64
+    }
+
+    /// Start a new frame if `upcoming` bytes would not fit in the current one,
+    /// so a member begins at a frame boundary where possible.
+    pub fn boundary_for(&mut self, upcoming: u64) -> Result<()> {
+        if !self.buf.is_empty() && self.buf.len() as u64 + upcoming > FRAME_MAX as u64 {
+            self.flush_frame()?;
+        }
+        Ok(())
+    }
+
+    pub fn write_all(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let room = FRAME_MAX - self.buf.len();
+            let k = room.min(data.len());
+            self.buf.extend_from_slice(&data[..k]);
+            data = &data[k..];
+            if self.buf.len() == FRAME_MAX {
+                self.flush_frame()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, job: Job) -> Result<()> {
+        self.tokens.recv().map_err(|_| self.failure())?;
+        self.jobs
+            .as_ref()
+            .expect("open")
+            .send(job)
+            .map_err(|_| self.failure())
+    }
+
+    fn failure(&self) -> anyhow::Error {
+        let l = self.landed.0.lock().unwrap_or_else(|e| e.into_inner());
+        anyhow!(
+            l.error
+                .clone()
+                .unwrap_or_else(|| "the archive writer stopped".into())
+        )
+    }
+
+    pub fn flush_frame(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(FRAME_MAX));
+        self.sent_in += data.len() as u64;
+        let i = self.next_index;
+        self.next_index += 1;
+        self.send(Job::Compress(i, data))
+    }
+
+    /// Wait until every frame sent so far is on disk; returns their offsets.
+    pub fn sync(&mut self) -> Result<Vec<u64>> {
+        self.flush_frame()?;
+        let (lock, cv) = &*self.landed;
+        let mut l = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while (l.offsets.len() as u64) < self.next_index && l.error.is_none() {
+            l = cv.wait(l).unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(e) = &l.error {
+            bail!("{e}");
+        }
+        Ok(l.offsets.clone())
+    }
+
+    /// Append the skippable index frame and stop the pipeline.
+    pub fn finish(mut self, index: &ArchiveIndex) -> Result<Finished> {
+        self.flush_frame()?;
+        let uncompressed_bytes = self.sent_in;
+        let frames = self.next_index;
+        let i = self.next_index;
+        self.next_index += 1;
+        self.send(Job::Raw(i, encode_footer(index)?))?;
+        drop(self.jobs.take());
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        let (out, sha256) = self
+            .writer
+            .take()
+            .expect("writer present")
+            .join()
+            .map_err(|_| anyhow!("archive writer thread panicked"))??;
+        let compressed_bytes = self
+            .landed
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .written;
+        Ok(Finished {
+            out,
+            compressed_bytes,
+            uncompressed_bytes,
+            sha256,
+            frames,
+        })
+    }
+}
+
+impl Drop for FrameWriter {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn compress_worker(
+    rx: Arc<Mutex<Receiver<Job>>>,
+    tx: SyncSender<(u64, Result<Vec<u8>>)>,
+    level: i32,
+) {
+    let mut c = match zstd::bulk::Compressor::new(level) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tx.send((u64::MAX, Err(anyhow!("zstd: {e}"))));
+            return;
+        }
+    };
+    let _ = c.include_checksum(true);
+    let _ = c.include_contentsize(true);
+    loop {
+        let job = match rx.lock() {
+            Ok(r) => r.recv(),
+            Err(_) => return,
+        };
+        let (i, out) = match job {
+            Ok(Job::Compress(i, data)) => (
+                i,
+                c.compress(&data)
+                    .map_err(|e| anyhow!("zstd compression failed: {e}")),
+            ),
+            Ok(Job::Raw(i, data)) => (i, Ok(data)),
+            Err(_) => return,
+        };
+        if tx.send((i, out)).is_err() {
+            return;
+        }
+    }
+}
+
+fn write_in_order(
+    mut out: Box<dyn Write + Send>,
+    rx: Receiver<(u64, Result<Vec<u8>>)>,
+    tokens: SyncSender<()>,
+    landed: Arc<(Mutex<Landed>, std::sync::Condvar)>,
+) -> Result<(Box<dyn Write + Send>, [u8; 32])> {
+    let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut pos = 0u64;
+    let mut hasher = Sha256::new();
+    let fail = |msg: String| {
+        let (lock, cv) = &*landed;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).error = Some(msg.clone());
+        cv.notify_all();
+        anyhow!(msg)
+    };
+    for (i, r) in rx {
+        let frame = r.map_err(|e| fail(e.to_string()))?;
+        pending.insert(i, frame);
+        while let Some(frame) = pending.remove(&next) {
+            out.write_all(&frame)
+                .map_err(|e| fail(format!("cannot write the archive: {e}")))?;
+            hasher.update(&frame);
+            let (lock, cv) = &*landed;
+            let mut l = lock.lock().unwrap_or_else(|e| e.into_inner());
+            l.offsets.push(pos);
+            pos += frame.len() as u64;
+            l.written = pos;
+            cv.notify_all();
+            drop(l);
+            next += 1;
+            let _ = tokens.send(());
+        }
+    }
+    out.flush()
+        .map_err(|e| fail(format!("cannot write the archive: {e}")))?;
+    Ok((out, hasher.finalize().into()))
+}
+
+/// Found from the archive's tail without decompressing anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveIndex {
+    pub datamig: String,
+    pub version: u32,
+    /// The embedded `.datamig/MANIFEST.jsonl` member.
+    pub manifest_frame_offset: u64,
+    pub manifest_offset_in_frame: u64,
+    pub manifest_size: u64,
+    /// Compressed offset where the index frame itself starts.
+    pub index_offset: u64,
+    pub frames: u64,
+}
+
+fn encode_footer(index: &ArchiveIndex) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(index)?;
+    let payload_len = json.len() + 16;
+    let mut out = Vec::with_capacity(payload_len + 8);
+    out.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
+    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(FOOTER_MAGIC);
+    Ok(out)
+}
+
+/// Read the index from the last bytes of an archive, if it has one.
+pub fn read_index<R: Read + Seek>(r: &mut R) -> Result<Option<ArchiveIndex>> {
+    let len = r.seek(SeekFrom::End(0))?;
+    if len < 24 {
+        return Ok(None);
+    }
+    let mut tail = [0u8; 16];
+    r.seek(SeekFrom::End(-16))?;
+    r.read_exact(&mut tail)?;
+    if &tail[8..] != FOOTER_MAGIC {
+        return Ok(None);
+    }
+    let jlen = u64::from_le_bytes(tail[..8].try_into().expect("8 bytes"));
+    if jlen > 1 << 20 || jlen + 24 > len {
+        bail!("archive index footer is damaged");
+    }
+    r.seek(SeekFrom::End(-(jlen as i64) - 24))?;
+    let mut head = [0u8; 8];
+    r.read_exact(&mut head)?;
+    if head[..4] != SKIPPABLE_MAGIC.to_le_bytes() {
+        bail!("archive index footer is damaged");
+    }
+    let mut json = vec![0u8; jlen as usize];
+    r.read_exact(&mut json)?;
+    let idx: ArchiveIndex =
+        serde_json::from_slice(&json).context("archive index footer is damaged")?;
+    if idx.datamig != "archive-index" || idx.version != 1 {
+        bail!(
+            "archive index has an unknown format (version {})",
+            idx.version
+        );
+    }
+    Ok(Some(idx))
+}

@@ -1,0 +1,725 @@
+//! The tar format datamig writes and reads: GNU headers, written by hand so that
+//! long and non-UTF-8 names (`L`/`K` members), old-GNU sparse files (`S`),
+//! hard links, and sizes over 8 GiB (base-256 numbers) are all under our control.
+//!
+//! The reader is deliberately strict: it understands exactly what GNU tar and
+//! this writer produce (plus PAX `path`/`linkpath`/`size` records) and refuses
+//! anything else with a reason, because restore runs it on untrusted input.
+
+use std::io::{self, Read};
+
+use anyhow::{Result, anyhow, bail};
+
+pub const BLOCK: usize = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberKind {
+    File,
+    Dir,
+    Symlink,
+    Hardlink,
+}
+
+/// A data region of a sparse file: `len` bytes at logical `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub offset: u64,
+    pub len: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberHeader {
+    pub path: Vec<u8>,
+    pub kind: MemberKind,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: i64,
+    /// Logical size (a sparse file's real size).
+    pub size: u64,
+    pub link: Option<Vec<u8>>,
+    /// Data regions for a sparse file; `None` for a dense one.
+    pub sparse: Option<Vec<Region>>,
+}
+
+impl MemberHeader {
+    /// Bytes of data following the header(s) in the stream, before padding.
+    pub fn stored_size(&self) -> u64 {
+        match (&self.kind, &self.sparse) {
+            (MemberKind::File, Some(r)) => r.iter().map(|r| r.len).sum(),
+            (MemberKind::File, None) => self.size,
+            _ => 0,
+        }
+    }
+}
+
+pub fn padding(n: u64) -> usize {
+    ((BLOCK as u64 - n % BLOCK as u64) % BLOCK as u64) as usize
+}
+
+// ---------------------------------------------------------------- writing
+
+fn put_num(field: &mut [u8], v: u64) {
+    let digits = field.len() - 1;
+    if digits < 22 && v < (1u64 << (3 * digits)) {
+        let s = format!("{v:0digits$o}");
+        field[..digits].copy_from_slice(s.as_bytes());
+        field[digits] = 0;
+    } else {
+        // GNU base-256: high bit set, big-endian value.
+        field.fill(0);
+        field[0] = 0x80;
+        let be = v.to_be_bytes();
+        let n = be.len().min(field.len() - 1);
+        let flen = field.len();
+        field[flen - n..].copy_from_slice(&be[be.len() - n..]);
+    }
+}
+
+fn put_signed(field: &mut [u8], v: i64) {
+    if v >= 0 {
+        put_num(field, v as u64);
+    } else {
+        field.fill(0xff);
+        let be = v.to_be_bytes();
+        let flen = field.len();
+        field[flen - 8..].copy_from_slice(&be);
+    }
+}
+
+fn header_block(
+    name: &[u8],
+    typeflag: u8,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    size: u64,
+    mtime: i64,
+    link: &[u8],
+) -> [u8; BLOCK] {
+    let mut h = [0u8; BLOCK];
+    let n = name.len().min(100);
+    h[..n].copy_from_slice(&name[..n]);
+    put_num(&mut h[100..108], mode as u64);
+    put_num(&mut h[108..116], uid);
+    put_num(&mut h[116..124], gid);
+    put_num(&mut h[124..136], size);
+    put_signed(&mut h[136..148], mtime);
+    h[156] = typeflag;
+    let l = link.len().min(100);
+    h[157..157 + l].copy_from_slice(&link[..l]);
+    h[257..263].copy_from_slice(b"ustar ");
+    h[263..265].copy_from_slice(b" \0");
+    h
+}
+
+fn seal(h: &mut [u8; BLOCK]) {
+    h[148..156].fill(b' ');
+    let sum: u64 = h.iter().map(|&b| b as u64).sum();
+    let s = format!("{sum:06o}\0 ");
+    h[148..156].copy_from_slice(s.as_bytes());
+}
+
+fn long_member(out: &mut Vec<u8>, typeflag: u8, value: &[u8]) {
+    let mut h = header_block(
+        b"././@LongLink",
+        typeflag,
+        0o644,
+        0,
+        0,
+        value.len() as u64 + 1,
+        0,
+        b"",
+    );
+    seal(&mut h);
+    out.extend_from_slice(&h);
+    out.extend_from_slice(value);
+    out.push(0);
+    out.resize(out.len() + padding(value.len() as u64 + 1), 0);
+}
+
+/// Encode the header block(s) for a member; its data (stored_size bytes, then
+/// padding) follows.
+pub fn encode_header(m: &MemberHeader) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BLOCK * 2);
+    let mut name = m.path.clone();
+    if m.kind == MemberKind::Dir && !name.ends_with(b"/") {
+        name.push(b'/');
+    }
+    let link = m.link.clone().unwrap_or_default();
+    if link.len() > 100 {
+        long_member(&mut out, b'K', &link);
+    }
+    if name.len() > 100 {
+        long_member(&mut out, b'L', &name);
+    }
+    let (typeflag, size) = match (m.kind, &m.sparse) {
+        (MemberKind::File, Some(_)) => (b'S', m.stored_size()),
+        (MemberKind::File, None) => (b'0', m.size),
+        (MemberKind::Dir, _) => (b'5', 0),
+        (MemberKind::Symlink, _) => (b'2', 0),
+        (MemberKind::Hardlink, _) => (b'1', 0),
+    };
+    let mut h = header_block(&name, typeflag, m.mode, m.uid, m.gid, size, m.mtime, &link);
+    let mut ext: Vec<[u8; BLOCK]> = Vec::new();
+    if let Some(regions) = &m.sparse {
+        let mut map = regions.clone();
+        // GNU tar ends a map on a hole with a zero-length region at the real size.
+        if map.last().is_none_or(|r| r.offset + r.len < m.size) {
+            map.push(Region {
+                offset: m.size,
+                len: 0,
+            });
+        }
+        put_num(&mut h[483..495], m.size);
+        let (first, rest) = map.split_at(map.len().min(4));
+        for (i, r) in first.iter().enumerate() {
+            let at = 386 + i * 24;
+            put_num(&mut h[at..at + 12], r.offset);
+            put_num(&mut h[at + 12..at + 24], r.len);
+        }
+        for chunk in rest.chunks(21) {
+            let mut b = [0u8; BLOCK];
+            for (i, r) in chunk.iter().enumerate() {
+                put_num(&mut b[i * 24..i * 24 + 12], r.offset);
+                put_num(&mut b[i * 24 + 12..i * 24 + 24], r.len);
+            }
+            ext.push(b);
+        }
+        if !ext.is_empty() {
+            h[482] = 1;
+        }
+        let n = ext.len();
+        for (i, b) in ext.iter_mut().enumerate() {
+            if i + 1 < n {
+                b[504] = 1;
+            }
+        }
+    }
+    seal(&mut h);
+    out.extend_from_slice(&h);
+    for b in &ext {
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+/// Two zero blocks end a tar stream.
+pub const END_OF_ARCHIVE: [u8; BLOCK * 2] = [0u8; BLOCK * 2];
+
+// ---------------------------------------------------------------- reading
+
+fn parse_num(field: &[u8]) -> Result<u64> {
+    if field.first().is_some_and(|b| b & 0x80 != 0) {
+        if field[0] == 0xff {
+            bail!("negative number where none is allowed");
+        }
+        let mut v: u64 = (field[0] & 0x7f) as u64;
+        for &b in &field[1..] {
+            if v >> 56 != 0 {
+                bail!("number too large");
+            }
+            v = (v << 8) | b as u64;
+        }
+        return Ok(v);
+    }
+    let s: Vec<u8> = field
+        .iter()
+        .copied()
+        .take_while(|&b| b != 0)
+        .filter(|&b| b != b' ')
+        .collect();
+    if s.is_empty() {
+        return Ok(0);
+    }
+    let s = std::str::from_utf8(&s).map_err(|_| anyhow!("number field is not octal"))?;
+    u64::from_str_radix(s, 8).map_err(|_| anyhow!("number field {s:?} is not octal"))
+}
+
+fn parse_signed(field: &[u8]) -> Result<i64> {
+    if field.first() == Some(&0xff) {
+        let mut b = [0xffu8; 8];
+        let n = field.len().min(8);
+        b[8 - n..].copy_from_slice(&field[field.len() - n..]);
+        return Ok(i64::from_be_bytes(b));
+    }
+    let v = parse_num(field)?;
+    i64::try_from(v).map_err(|_| anyhow!("time out of range"))
+}
+
+fn cstr(field: &[u8]) -> &[u8] {
+    let n = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    &field[..n]
+}
+
+/// Refuse declared sizes that no honest archive of this tool has: bounds the
+/// memory a hostile `L`/`K`/`x` member can make us allocate.
+const MAX_META: u64 = 1 << 20;
+
+/// A member as found in the stream, with where its first header block began.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub header: MemberHeader,
+    /// Offset of the member's first block (an `L`/`K`/`x` block if present).
+    pub offset: u64,
+}
+
+/// Streaming reader over an uncompressed tar stream.
+pub struct TarReader<R: Read> {
+    r: R,
+    pos: u64,
+    /// Data bytes (plus padding) of the current member not yet consumed.
+    pending: u64,
+    pending_pad: usize,
+    done: bool,
+}
+
+impl<R: Read> TarReader<R> {
+    pub fn new(r: R) -> Self {
+        TarReader {
+            r,
+            pos: 0,
+            pending: 0,
+            pending_pad: 0,
+            done: false,
+        }
+    }
+
+    /// Start at a known stream offset (e.g. a member decoded from a frame).
+    pub fn at(r: R, pos: u64) -> Self {
+        TarReader {
+            r,
+            pos,
+            pending: 0,
+            pending_pad: 0,
+            done: false,
+        }
+    }
+
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    pub fn into_inner(self) -> R {
+        self.r
+    }
+
+    fn read_block(&mut self, b: &mut [u8; BLOCK]) -> Result<bool> {
+        let mut got = 0;
+        while got < BLOCK {
+            match self.r.read(&mut b[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.pos += got as u64;
+        match got {
+            0 => Ok(false),
+            BLOCK => Ok(true),
+            _ => bail!("stream ends inside a header at offset {}", self.pos),
+        }
+    }
+
+    fn read_exact_counted(&mut self, buf: &mut [u8]) -> Result<()> {
+        self.r.read_exact(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                anyhow!("stream ends inside a member's data (truncated archive)")
+            } else {
+                anyhow!(e)
+            }
+        })?;
+        self.pos += buf.len() as u64;
+        Ok(())
+    }
+
+    fn skip(&mut self, mut n: u64) -> Result<()> {
+        let mut buf = [0u8; 8192];
+        while n > 0 {
+            let k = n.min(buf.len() as u64) as usize;
+            self.read_exact_counted(&mut buf[..k])?;
+            n -= k as u64;
+        }
+        Ok(())
+    }
+
+    fn read_meta(&mut self, size: u64) -> Result<Vec<u8>> {
+        if size > MAX_META {
+            bail!(
+                "metadata member of {size} bytes is larger than any name or record datamig accepts"
+            );
+        }
+        let mut v = vec![0u8; size as usize];
+        self.read_exact_counted(&mut v)?;
+        self.skip(padding(size) as u64)?;
+        Ok(v)
+    }
+
+    /// Skip whatever is left of the current member's data.
+    pub fn skip_data(&mut self) -> Result<()> {
+        let (n, pad) = (self.pending, self.pending_pad);
+        self.pending = 0;
+        self.pending_pad = 0;
+        self.skip(n + pad as u64)
+    }
+
+    /// The next member, or `None` at the end-of-archive marker. A stream that
+    /// simply stops without the marker is an error (truncation).
+    pub fn next_member(&mut self) -> Result<Option<Found>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.skip_data()?;
+        let start = self.pos;
+        let mut long_name: Option<Vec<u8>> = None;
+        let mut long_link: Option<Vec<u8>> = None;
+        let mut pax_size: Option<u64> = None;
+        let mut b = [0u8; BLOCK];
+        loop {
+            if !self.read_block(&mut b)? {
+                bail!(
+                    "stream ends at offset {} without the end-of-archive marker (truncated archive)",
+                    self.pos
+                );
+            }
+            if b.iter().all(|&x| x == 0) {
+                if !self.read_block(&mut b)? || b.iter().any(|&x| x != 0) {
+                    bail!(
+                        "a single zero block at offset {} where the end-of-archive marker needs two",
+                        self.pos - BLOCK as u64
+                    );
+                }
+                self.done = true;
+                return Ok(None);
+            }
+            check_sum(&b)
+                .map_err(|e| anyhow!("header at offset {}: {e}", self.pos - BLOCK as u64))?;
+            let typeflag = b[156];
+            let size = parse_num(&b[124..136])?;
+            match typeflag {
+                b'L' => long_name = Some(trim_nul(self.read_meta(size)?)),
+                b'K' => long_link = Some(trim_nul(self.read_meta(size)?)),
+                b'x' => {
+                    let rec = self.read_meta(size)?;
+                    for (k, v) in parse_pax(&rec)? {
+                        match k.as_slice() {
+                            b"path" => long_name = Some(v),
+                            b"linkpath" => long_link = Some(v),
+                            b"size" => {
+                                let s = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok());
+                                pax_size = Some(s.ok_or_else(|| anyhow!("bad PAX size"))?);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                b'g' => {
+                    self.read_meta(size)?;
+                }
+                _ => break,
+            }
+        }
+        let typeflag = b[156];
+        let mut path = long_name.unwrap_or_else(|| {
+            let mut p = cstr(&b[345..500]).to_vec();
+            let name = cstr(&b[..100]);
+            // ustar prefix field (only in POSIX ustar headers, not GNU ones).
+            if &b[257..263] == b"ustar\0" && !p.is_empty() {
+                p.push(b'/');
+                p.extend_from_slice(name);
+                p
+            } else {
+                name.to_vec()
+            }
+        });
+        let link = long_link.unwrap_or_else(|| cstr(&b[157..257]).to_vec());
+        let mode = (parse_num(&b[100..108])? & 0o7777) as u32;
+        let uid = parse_num(&b[108..116])?;
+        let gid = parse_num(&b[116..124])?;
+        let mtime = parse_signed(&b[136..148])?;
+        let stored = pax_size.unwrap_or(parse_num(&b[124..136])?);
+        let (kind, size, sparse, data) = match typeflag {
+            b'0' | 0 | b'7' => (MemberKind::File, stored, None, stored),
+            b'5' => (MemberKind::Dir, 0, None, 0),
+            b'2' => (MemberKind::Symlink, 0, None, 0),
+            b'1' => (MemberKind::Hardlink, 0, None, 0),
+            b'S' => {
+                let real = parse_num(&b[483..495])?;
+                let mut regions = Vec::new();
+                for i in 0..4 {
+                    let at = 386 + i * 24;
+                    push_region(&mut regions, &b[at..at + 24])?;
+                }
+                let mut more = b[482] != 0;
+                let mut ext = [0u8; BLOCK];
+                while more {
+                    if !self.read_block(&mut ext)? {
+                        bail!("stream ends inside a sparse map (truncated archive)");
+                    }
+                    for i in 0..21 {
+                        push_region(&mut regions, &ext[i * 24..i * 24 + 24])?;
+                    }
+                    more = ext[504] != 0;
+                    if regions.len() > 1 << 20 {
+                        bail!("sparse map with over a million regions");
+                    }
+                }
+                check_regions(&regions, real, stored)?;
+                regions.retain(|r| r.len > 0);
+                (MemberKind::File, real, Some(regions), stored)
+            }
+            b'3' | b'4' | b'6' => bail!(
+                "member {:?} is a device or FIFO; datamig archives never contain those",
+                String::from_utf8_lossy(&path)
+            ),
+            t => bail!(
+                "member {:?} has unsupported tar type {:?}",
+                String::from_utf8_lossy(&path),
+                t as char
+            ),
+        };
+        if kind == MemberKind::Dir {
+            while path.len() > 1 && path.ends_with(b"/") {
+                path.pop();
+            }
+        }
+        self.pending = data;
+        self.pending_pad = padding(data);
+        let link = matches!(kind, MemberKind::Symlink | MemberKind::Hardlink).then_some(link);
+        Ok(Some(Found {
+            header: MemberHeader {
+                path,
+                kind,
+                mode,
+                uid,
+                gid,
+                mtime,
+                size,
+                link,
+                sparse,
+            },
+            offset: start,
+        }))
+    }
+
+    /// Read the current member's stored data in pieces, each with the logical
+    /// offset it belongs at. Holes are not produced; callers fill them.
+    pub fn read_data(
+        &mut self,
+        h: &MemberHeader,
+        mut sink: impl FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let regions = match &h.sparse {
+            Some(r) => r.clone(),
+            None => vec![Region {
+                offset: 0,
+                len: self.pending,
+            }],
+        };
+        let mut buf = vec![0u8; 256 << 10];
+        for r in regions {
+            let mut done = 0u64;
+            while done < r.len {
+                let k = (r.len - done).min(buf.len() as u64) as usize;
+                self.read_exact_counted(&mut buf[..k])?;
+                self.pending -= k as u64;
+                sink(r.offset + done, &buf[..k])?;
+                done += k as u64;
+            }
+        }
+        let pad = self.pending_pad;
+        self.pending_pad = 0;
+        self.skip(pad as u64)
+    }
+}
+
+fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+    v
+}
+
+fn push_region(out: &mut Vec<Region>, f: &[u8]) -> Result<()> {
+    if f.iter().all(|&b| b == 0) {
+        return Ok(());
+    }
+    out.push(Region {
+        offset: parse_num(&f[..12])?,
+        len: parse_num(&f[12..24])?,
+    });
+    Ok(())
+}
+
+fn check_regions(regions: &[Region], real: u64, stored: u64) -> Result<()> {
+    let mut end = 0u64;
+    let mut total = 0u64;
+    for r in regions {
+        let stop = r
+            .offset
+            .checked_add(r.len)
+            .ok_or_else(|| anyhow!("sparse region overflows"))?;
+        if r.offset < end || stop > real {
+            bail!("sparse map is out of order or beyond the file's size");
+        }
+        end = stop;
+        total += r.len;
+    }
+    if total != stored {
+        bail!("sparse map holds {total} bytes but the header declares {stored}");
+    }
+    Ok(())
+}
+
+fn check_sum(b: &[u8; BLOCK]) -> Result<()> {
+    let recorded = parse_num(&b[148..156])
+        .map_err(|_| anyhow!("checksum field is not a number (not a tar header)"))?;
+    let mut sum: u64 = 0;
+    for (i, &x) in b.iter().enumerate() {
+        sum += if (148..156).contains(&i) {
+            b' ' as u64
+        } else {
+            x as u64
+        };
+    }
+    if sum != recorded {
+        bail!("header checksum mismatch (damaged or not a tar header)");
+    }
+    Ok(())
+}
+
+fn parse_pax(rec: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut rest = rec;
+    while !rest.is_empty() {
+        let sp = rest
+            .iter()
+            .position(|&b| b == b' ')
+            .ok_or_else(|| anyhow!("bad PAX record"))?;
+        let len: usize = std::str::from_utf8(&rest[..sp])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("bad PAX record length"))?;
+        if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {
+            bail!("bad PAX record");
+        }
+        let kv = &rest[sp + 1..len - 1];
+        let eq = kv
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or_else(|| anyhow!("bad PAX record"))?;
+        out.push((kv[..eq].to_vec(), kv[eq + 1..].to_vec()));
+        rest = &rest[len..];
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(path: &[u8], kind: MemberKind) -> MemberHeader {
+        MemberHeader {
+            path: path.to_vec(),
+            kind,
+            mode: 0o644,
+            uid: 1000,
+            gid: 1000,
+            mtime: 1_700_000_000,
+            size: 0,
+            link: None,
+            sparse: None,
+        }
+    }
+
+    fn roundtrip(m: &MemberHeader, data: &[u8]) -> (MemberHeader, Vec<u8>) {
+        let mut s = encode_header(m);
+        s.extend_from_slice(data);
+        s.resize(s.len() + padding(data.len() as u64), 0);
+        s.extend_from_slice(&END_OF_ARCHIVE);
+        let mut r = TarReader::new(&s[..]);
+        let f = r.next_member().unwrap().unwrap();
+        let mut got = vec![0u8; f.header.size as usize];
+        r.read_data(&f.header.clone(), |off, b| {
+            got[off as usize..off as usize + b.len()].copy_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
+        assert!(r.next_member().unwrap().is_none());
+        (f.header, got)
+    }
+
+    #[test]
+    fn long_non_utf8_names_and_links_round_trip() {
+        let mut name = vec![b'd'; 150];
+        name.extend_from_slice(b"/\xff\xfe");
+        let mut m = member(&name, MemberKind::Symlink);
+        m.link = Some(vec![b'x'; 300]);
+        let (h, _) = roundtrip(&m, b"");
+        assert_eq!(h, m);
+    }
+
+    #[test]
+    fn sparse_map_with_extension_blocks_round_trips() {
+        let regions: Vec<Region> = (0..30)
+            .map(|i| Region {
+                offset: i * 8192,
+                len: 10,
+            })
+            .collect();
+        let mut m = member(b"sparse", MemberKind::File);
+        m.size = 1 << 20;
+        m.sparse = Some(regions.clone());
+        let data = vec![7u8; 300];
+        let (h, got) = roundtrip(&m, &data);
+        assert_eq!(h.sparse.as_deref(), Some(&regions[..]));
+        assert_eq!(h.size, 1 << 20);
+        assert_eq!(&got[8192..8202], &[7u8; 10]);
+        assert_eq!(got[8202], 0);
+    }
+
+    #[test]
+    fn huge_sizes_and_negative_times_use_base256() {
+        let mut f = [0u8; 12];
+        put_num(&mut f, 9 << 30);
+        assert_eq!(f[0], 0x80);
+        assert_eq!(parse_num(&f).unwrap(), 9 << 30);
+        put_signed(&mut f, -5);
+        assert_eq!(parse_signed(&f).unwrap(), -5);
+        put_num(&mut f, 0o777);
+        assert_eq!(&f, b"00000000777\0");
+    }
+
+    #[test]
+    fn truncation_and_garbage_are_errors() {
+        let m = member(b"a", MemberKind::File);
+        let mut s = encode_header(&MemberHeader { size: 5, ..m });
+        s.extend_from_slice(b"hel");
+        let mut r = TarReader::new(&s[..]);
+        let f = r.next_member().unwrap().unwrap();
+        assert!(r.read_data(&f.header, |_, _| Ok(())).is_err());
+        let garbage = [0x41u8; 1024];
+        let e = TarReader::new(&garbage[..])
+            .next_member()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("checksum"), "{e}");
+        let e = TarReader::new(&[][..])
+            .next_member()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn huge_declared_long_name_is_refused_without_allocating() {
+        let mut h = header_block(b"././@LongLink", b'L', 0o644, 0, 0, 1 << 40, 0, b"");
+        seal(&mut h);
+        let e = TarReader::new(&h[..])
+            .next_member()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("larger than"), "{e}");
+    }
+}
