@@ -57,8 +57,30 @@ pub enum Command {
     /// Write a dated, verified .tar.zst of a layout target (production, v2-dev-data, v2) or a directory
     #[command(after_help = EXIT_CODES)]
     Archive(ArchiveArgs),
+    /// Check an archive, a live tree against a manifest (--tree), or the migration (--migration)
+    #[command(after_help = EXIT_CODES)]
+    Verify(VerifyArgs),
     /// Print the effective layout (TOML) so it can be copied and edited
     Layout,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// ARCHIVE to check; with --tree, the MANIFEST to compare against
+    #[arg(value_name = "ARCHIVE|MANIFEST")]
+    pub path: Option<PathBuf>,
+    /// Audit the live tree DIR against MANIFEST (matched, modified, metadata, missing, new, moved)
+    #[arg(long, value_name = "DIR", conflicts_with = "migration")]
+    pub tree: Option<PathBuf>,
+    /// Check that every legacy file has an identical copy at its consolidated place
+    #[arg(long)]
+    pub migration: bool,
+    /// Archive: only check its SHA-256 against the sidecar and the manifests' trailers
+    #[arg(long)]
+    pub quick: bool,
+    /// Tree: compare size and mtime only (no hashing)
+    #[arg(long)]
+    pub fast: bool,
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +218,51 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 Outcome::Problems
             })
         }
+        Command::Verify(a) => {
+            let progress = progress::for_cli(g.quiet);
+            let mut out = std::io::BufWriter::new(&mut stdout);
+            let clean = if a.migration {
+                if a.path.is_some() {
+                    anyhow::bail!("--migration takes no ARCHIVE or MANIFEST argument");
+                }
+                let r = crate::verify::migration::verify_migration(
+                    &g.root(),
+                    &layout,
+                    g.threads(),
+                    progress.as_ref(),
+                )?;
+                emit(&mut out, g.json, &r, render::migration)?;
+                r.clean()
+            } else if let Some(dir) = &a.tree {
+                let manifest = a
+                    .path
+                    .clone()
+                    .context("--tree DIR needs the MANIFEST to compare against")?;
+                let opts = crate::verify::tree::TreeOptions {
+                    tree: dir.clone(),
+                    manifest,
+                    fast: a.fast,
+                    threads: g.threads(),
+                };
+                let r = crate::verify::tree::verify_tree(&opts, progress.as_ref())?;
+                emit(&mut out, g.json, &r, render::tree)?;
+                r.clean()
+            } else {
+                let archive = a.path.clone().context(
+                    "name the ARCHIVE to verify (or use --tree DIR MANIFEST, or --migration)",
+                )?;
+                let r =
+                    crate::verify::archive::verify_archive(&archive, a.quick, progress.as_ref())?;
+                emit(&mut out, g.json, &r, render::verify_archive)?;
+                r.clean()
+            };
+            out.flush().context("cannot write to stdout")?;
+            Ok(if clean {
+                Outcome::Clean
+            } else {
+                Outcome::Problems
+            })
+        }
         Command::Archive(a) => {
             let opts = commands::archive::ArchiveOptions {
                 root: g.root(),
@@ -211,6 +278,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 remove_source: a.remove_source,
                 force: a.force,
                 migration_checked: false,
+                threads_for_migration: g.threads(),
             };
             let progress = progress::for_cli(g.quiet);
             let report = commands::archive::run(&opts, progress.as_ref())?;
@@ -229,4 +297,20 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             })
         }
     }
+}
+
+/// One owner for a report: JSON when asked, else the human renderer.
+fn emit<T: serde::Serialize>(
+    out: &mut dyn Write,
+    json: bool,
+    report: &T,
+    human: fn(&mut dyn Write, &T) -> std::io::Result<()>,
+) -> Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, report)?;
+        writeln!(out)?;
+    } else {
+        human(out, report)?;
+    }
+    Ok(())
 }

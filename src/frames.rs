@@ -23,6 +23,9 @@ pub const FRAME_MAX: usize = 4 << 20;
 const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
 const FOOTER_MAGIC: &[u8; 8] = b"DMIGIDX1";
 
+/// The writer thread's result: the output and the SHA-256 of every byte written.
+type WriterDone = (Box<dyn Write + Send>, [u8; 32]);
+
 enum Job {
     Compress(u64, Vec<u8>),
     Raw(u64, Vec<u8>),
@@ -45,7 +48,7 @@ pub struct FrameWriter {
     tokens: Receiver<()>,
     landed: Arc<(Mutex<Landed>, std::sync::Condvar)>,
     workers: Vec<JoinHandle<()>>,
-    writer: Option<JoinHandle<Result<(Box<dyn Write + Send>, [u8; 32])>>>,
+    writer: Option<JoinHandle<Result<WriterDone>>>,
 }
 
 /// A member's place: frame index (resolved to a compressed offset later) and
@@ -268,7 +271,7 @@ fn write_in_order(
     rx: Receiver<(u64, Result<Vec<u8>>)>,
     tokens: SyncSender<()>,
     landed: Arc<(Mutex<Landed>, std::sync::Condvar)>,
-) -> Result<(Box<dyn Write + Send>, [u8; 32])> {
+) -> Result<WriterDone> {
     let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let mut next = 0u64;
     let mut pos = 0u64;
@@ -361,4 +364,131 @@ pub fn read_index<R: Read + Seek>(r: &mut R) -> Result<Option<ArchiveIndex>> {
         );
     }
     Ok(Some(idx))
+}
+
+/// Largest compressed frame a datamig archive holds (an incompressible
+/// `FRAME_MAX` input plus zstd's block overhead).
+const MAX_COMPRESSED_FRAME: usize = FRAME_MAX + (FRAME_MAX >> 7) + 4096;
+
+/// A damaged frame found while reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub frame_offset: u64,
+    pub reason: String,
+}
+
+/// Decodes an archive frame by frame from a given compressed offset. Each frame
+/// is decoded on its own (checksum checked), so a damaged frame is reported as
+/// such and a reader can start again at a later frame.
+pub struct FrameReader<F> {
+    file: F,
+    len: u64,
+    next: u64,
+    window: Vec<u8>,
+    out: Vec<u8>,
+    at: usize,
+    dctx: zstd::bulk::Decompressor<'static>,
+    /// Compressed offset of the frame whose bytes are being returned.
+    pub current_frame: u64,
+    pub damage: Option<Damage>,
+    /// Compressed bytes consumed so far.
+    pub consumed: u64,
+}
+
+impl<F: std::os::unix::fs::FileExt> FrameReader<F> {
+    pub fn new(file: F, len: u64, start: u64) -> Result<Self> {
+        Ok(FrameReader {
+            file,
+            len,
+            next: start,
+            window: vec![0u8; MAX_COMPRESSED_FRAME],
+            out: Vec::with_capacity(FRAME_MAX),
+            at: 0,
+            dctx: zstd::bulk::Decompressor::new()?,
+            current_frame: start,
+            damage: None,
+            consumed: 0,
+        })
+    }
+
+    /// Load the next non-skippable frame; `Ok(false)` at the end of the file.
+    fn load(&mut self) -> std::io::Result<bool> {
+        loop {
+            if self.next >= self.len {
+                return Ok(false);
+            }
+            let want = ((self.len - self.next) as usize).min(self.window.len());
+            let mut got = 0;
+            while got < want {
+                let n = self
+                    .file
+                    .read_at(&mut self.window[got..want], self.next + got as u64)?;
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            let buf = &self.window[..got];
+            let offset = self.next;
+            let damaged = |this: &mut Self, reason: String| {
+                this.damage = Some(Damage {
+                    frame_offset: offset,
+                    reason: reason.clone(),
+                });
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("damaged zstd frame at offset {offset}: {reason}"),
+                )
+            };
+            let size = match zstd::zstd_safe::find_frame_compressed_size(buf) {
+                Ok(n) if n <= got && n >= 4 => n,
+                _ => {
+                    let reason = if self.next + (got as u64) >= self.len {
+                        "the file ends inside this frame (truncated archive)"
+                    } else {
+                        "frame header or block structure is damaged"
+                    };
+                    return Err(damaged(self, reason.to_string()));
+                }
+            };
+            self.next += size as u64;
+            self.consumed += size as u64;
+            let magic = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes"));
+            if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
+                continue; // skippable frame (our index)
+            }
+            self.out.clear();
+            if let Err(e) = self.dctx.decompress_to_buffer(&buf[..size], &mut self.out) {
+                return Err(damaged(self, format!("cannot decode: {e}")));
+            }
+            self.current_frame = offset;
+            self.at = 0;
+            return Ok(true);
+        }
+    }
+
+    /// Compressed offset where the next frame starts.
+    pub fn next_offset(&self) -> u64 {
+        self.next
+    }
+}
+
+impl<F: std::os::unix::fs::FileExt> Read for FrameReader<F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.damage.is_some() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "reading stopped at a damaged frame",
+            ));
+        }
+        while self.at == self.out.len() {
+            if !self.load()? {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.out.len() - self.at);
+        buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }

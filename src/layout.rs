@@ -108,7 +108,7 @@ impl Layout {
         let layout: Layout = toml::from_str(text).with_context(|| {
             format!("{origin} is not a valid layout (start from `datamig layout`)")
         })?;
-        layout.validate().with_context(|| format!("{origin}"))?;
+        layout.validate().with_context(|| origin.to_string())?;
         Ok(layout)
     }
 

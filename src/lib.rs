@@ -15,3 +15,4 @@ pub mod scan;
 pub mod signals;
 pub mod summary;
 pub mod tarfmt;
+pub mod verify;

@@ -304,3 +304,115 @@ mod tests {
         assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 }
+
+fn notes(w: &mut dyn Write, title: &str, items: &[crate::summary::PathNote]) -> io::Result<()> {
+    list(w, title, items, |n| format!("{}: {}", n.path, n.note))
+}
+
+pub fn verify_archive(
+    w: &mut dyn Write,
+    r: &crate::verify::archive::ArchiveVerifyReport,
+) -> io::Result<()> {
+    writeln!(
+        w,
+        "datamig verify {}{}",
+        r.archive,
+        if r.quick { " (quick)" } else { "" }
+    )?;
+    writeln!(w, "  checked against    {} manifest", r.checked_against)?;
+    writeln!(w, "  embedded manifest  {}", r.embedded_manifest)?;
+    writeln!(w, "  sidecar manifest   {}", r.sidecar_manifest)?;
+    writeln!(w, "  sidecar .sha256    {}", r.sidecar_sha256)?;
+    writeln!(w, "  archive sha256     {}", r.archive_sha256)?;
+    if let Some(m) = &r.members {
+        let total = m.ok + (m.mismatched.len() + m.missing.len() + m.damaged.len()) as u64;
+        writeln!(w, "  members            {} ok of {total}", m.ok)?;
+        notes(w, "Mismatched", &m.mismatched)?;
+        notes(w, "Damaged (lost to a corrupt zstd frame)", &m.damaged)?;
+        notes(w, "Missing", &m.missing)?;
+        notes(w, "Unexpected", &m.unexpected)?;
+        list(w, "Damaged frames", &m.damaged_frames, |s| s.clone())?;
+        list(w, "Stream", &m.stream, |s| s.clone())?;
+    }
+    if r.clean() {
+        writeln!(w, "\nResult: clean, every check passed.")
+    } else {
+        list(w, "Discrepancies", &r.discrepancies, |s| s.clone())?;
+        writeln!(
+            w,
+            "\nResult: {} discrepancies (exit 1).",
+            r.discrepancies.len()
+        )
+    }
+}
+
+pub fn tree(w: &mut dyn Write, r: &crate::verify::tree::TreeReport) -> io::Result<()> {
+    writeln!(w, "datamig verify --tree {} against {}", r.tree, r.manifest)?;
+    if r.fast {
+        writeln!(
+            w,
+            "  (--fast: size and mtime only; content changes that keep both are not detected)"
+        )?;
+    }
+    writeln!(w, "  matched {}", r.matched)?;
+    notes(w, "Modified", &r.modified)?;
+    notes(w, "Metadata changed", &r.metadata)?;
+    list(w, "Missing", &r.missing, |p| p.clone())?;
+    list(w, "New", &r.new, |p| p.clone())?;
+    list(w, "Moved", &r.moved, |m| format!("{} -> {}", m.from, m.to))?;
+    notes(w, "Unreadable", &r.unreadable)?;
+    if r.clean() {
+        writeln!(w, "\nResult: clean.")
+    } else {
+        writeln!(w, "\nResult: differences listed above (exit 1).")
+    }
+}
+
+pub fn migration(
+    w: &mut dyn Write,
+    r: &crate::verify::migration::MigrationReport,
+) -> io::Result<()> {
+    writeln!(w, "datamig verify --migration ({})", r.root)?;
+    writeln!(
+        w,
+        "  legacy files {}, migrated (identical) {}",
+        r.legacy_files, r.migrated
+    )?;
+    list(
+        w,
+        "Not migrated (nothing at the consolidated place)",
+        &r.not_migrated,
+        |x| format!("{} -> {}", x.legacy, x.expected),
+    )?;
+    list(w, "Differs", &r.differs, |d| {
+        format!(
+            "{} ({} {}) vs {} ({} {}); newer: {}",
+            d.legacy,
+            d.legacy_sha256,
+            d.legacy_mtime,
+            d.consolidated,
+            d.consolidated_sha256,
+            d.consolidated_mtime,
+            d.newer
+        )
+    })?;
+    list(
+        w,
+        "Unmapped (no migration rule covers them)",
+        &r.unmapped,
+        |p| p.clone(),
+    )?;
+    notes(w, "Unreadable", &r.unreadable)?;
+    let bad = r.not_migrated.len() + r.differs.len() + r.unmapped.len() + r.unreadable.len();
+    if bad == 0 {
+        writeln!(
+            w,
+            "\nResult: every legacy file has an identical consolidated copy."
+        )
+    } else {
+        writeln!(
+            w,
+            "\nResult: {bad} legacy files are not safely migrated (exit 1)."
+        )
+    }
+}

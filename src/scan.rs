@@ -61,6 +61,8 @@ struct Raw {
     nlink: u64,
     /// Where to open it (absolute).
     abs: PathBuf,
+    /// Only a walk error (no lstat), e.g. a directory that could not be listed.
+    walk_error: bool,
 }
 
 pub fn scan(spec: &ScanSpec, progress: &dyn Progress) -> Result<Scan> {
@@ -117,8 +119,28 @@ pub fn scan(spec: &ScanSpec, progress: &dyn Progress) -> Result<Scan> {
             })
             .collect()
     });
-    raws.sort_unstable_by(|a, b| a.entry.path.cmp(&b.entry.path));
-    raws.dedup_by(|a, b| a.entry.path == b.entry.path);
+    // A directory that could not be listed appears twice: its lstat'd entry, then
+    // the listing error, which is merged onto it (never dropped).
+    raws.sort_unstable_by(|a, b| {
+        (a.entry.path.as_slice(), a.walk_error).cmp(&(b.entry.path.as_slice(), b.walk_error))
+    });
+    raws.dedup_by(|later, kept| {
+        if later.entry.path != kept.entry.path {
+            return false;
+        }
+        if later.walk_error
+            && !kept.walk_error
+            && let Some(p) = later.entry.problem.take()
+            && !kept
+                .entry
+                .problem
+                .as_deref()
+                .is_some_and(|k| k.contains(p.as_str()))
+        {
+            kept.entry.add_problem(p);
+        }
+        true
+    });
 
     // Hard links: the first path in sorted order is the file; the rest point at it.
     let mut first_of: HashMap<(u64, u64), usize> = HashMap::new();
@@ -264,6 +286,7 @@ fn stat(spec: &ScanSpec, item: WalkItem) -> Option<Raw> {
         dev: 0,
         nlink: 1,
         abs: path,
+        walk_error: true,
     })
 }
 
@@ -320,6 +343,7 @@ fn from_meta(spec: &ScanSpec, abs: PathBuf, m: &std::fs::Metadata) -> Raw {
         dev: m.dev(),
         nlink: m.nlink(),
         abs,
+        walk_error: false,
     }
 }
 

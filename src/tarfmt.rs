@@ -87,6 +87,7 @@ fn put_signed(field: &mut [u8], v: i64) {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one argument per tar header field
 fn header_block(
     name: &[u8],
     typeflag: u8,

@@ -2,7 +2,7 @@
 //! (holes of sparse files included as zeros), and compare with the manifest.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::archive::write::hash_zeros;
 use crate::archive::{MANIFEST_MEMBER, SUMS_MEMBER};
 use crate::entry::{Entry, Kind, hex};
+use crate::frames::{Damage, FrameReader};
 use crate::progress::Progress;
 use crate::summary::PathNote;
 use crate::tarfmt::{MemberKind, TarReader};
@@ -22,6 +23,9 @@ pub struct CheckReport {
     pub mismatched: Vec<PathNote>,
     pub missing: Vec<PathNote>,
     pub unexpected: Vec<PathNote>,
+    /// Members lost to a damaged zstd frame.
+    pub damaged: Vec<PathNote>,
+    pub damaged_frames: Vec<String>,
     /// Problems with the archive as a whole (truncation, damaged stream, embedded manifest).
     pub stream: Vec<String>,
     pub archive_sha256: String,
@@ -40,175 +44,153 @@ impl CheckReport {
     }
 }
 
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
-
 const MAX_EMBEDDED: u64 = 4 << 30;
 
+/// Where the stream can be entered again after a damaged frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Restart {
+    frame_offset: u64,
+    offset_in_frame: u64,
+}
+
 /// Check every member of `archive` against `entries` (sorted manifest entries;
-/// only those with a recorded position are expected in the archive).
+/// those with a recorded position are expected in the archive, in that order).
+/// A damaged frame costs only the members it holds: reading resumes at the
+/// first member recorded after it. `extra_restarts` adds entry points for the
+/// `.datamig/` members (from the archive index).
 pub fn check_archive(
     archive: &Path,
     entries: &[Entry],
     progress: &dyn Progress,
 ) -> Result<CheckReport> {
-    let f = File::open(archive)
+    check_archive_with(archive, entries, &[], progress)
+}
+
+pub fn check_archive_with(
+    archive: &Path,
+    entries: &[Entry],
+    extra_restarts: &[(u64, u64)],
+    progress: &dyn Progress,
+) -> Result<CheckReport> {
+    let file = File::open(archive)
         .with_context(|| format!("cannot open archive {}", archive.display()))?;
+    let len = file.metadata()?.len();
     let total: u64 = entries
         .iter()
         .filter(|e| e.kind == Kind::File && e.pos.is_some())
         .map(|e| e.size)
         .sum();
     progress.phase("verifying", Some(total));
-    let mut hr = HashingReader {
-        inner: f,
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
+
+    // The whole-file hash runs beside the decode: both read the same cached pages.
+    let hash_path = archive.to_path_buf();
+    let hasher = std::thread::spawn(move || -> std::io::Result<String> {
+        let mut f = File::open(hash_path)?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(hex(&h.finalize()))
+    });
+
+    let mut restarts: Vec<Restart> = entries
+        .iter()
+        .filter_map(|e| {
+            e.pos.map(|p| Restart {
+                frame_offset: p.frame_offset,
+                offset_in_frame: p.offset_in_frame,
+            })
+        })
+        .chain(extra_restarts.iter().map(|&(f, o)| Restart {
+            frame_offset: f,
+            offset_in_frame: o,
+        }))
+        .collect();
+    restarts.sort();
+    restarts.dedup();
+
     let mut report = CheckReport::default();
     let mut seen = vec![false; entries.len()];
-    {
-        let dec =
-            zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1 << 20, &mut hr))
-                .with_context(|| format!("{} is not a zstd stream", archive.display()))?;
-        let mut tar = TarReader::new(dec);
-        let mut last_good: Option<String> = None;
-        loop {
-            let found = match tar.next_member() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    report.stream.push(format!(
-                        "{e:#}; last intact member: {}",
-                        last_good.as_deref().unwrap_or("(none)")
-                    ));
-                    break;
-                }
-            };
-            let h = found.header;
-            let name = String::from_utf8_lossy(&h.path).into_owned();
-            if h.path == MANIFEST_MEMBER.as_bytes() || h.path == SUMS_MEMBER.as_bytes() {
-                if h.size > MAX_EMBEDDED {
-                    report.stream.push(format!(
-                        "{name} declares {} bytes; refusing to load it",
-                        h.size
-                    ));
-                    break;
-                }
-                let mut data = Vec::with_capacity(h.size as usize);
-                if let Err(e) = tar.read_data(&h, |_, b| {
-                    data.extend_from_slice(b);
-                    Ok(())
-                }) {
-                    report.stream.push(format!(
-                        "{e:#}; last intact member: {}",
-                        last_good.as_deref().unwrap_or("(none)")
-                    ));
-                    break;
-                }
-                if h.path == MANIFEST_MEMBER.as_bytes() {
-                    report.embedded_manifest = Some(data);
-                } else {
-                    report.embedded_sums = Some(data);
-                }
-                last_good = Some(name);
-                continue;
-            }
-            let idx = entries
-                .binary_search_by(|e| e.path.as_slice().cmp(&h.path))
-                .ok();
-            let Some(i) = idx.filter(|&i| entries[i].pos.is_some()) else {
-                report.unexpected.push(PathNote {
-                    path: name.clone(),
-                    note: "member not in the manifest".into(),
-                });
-                last_good = Some(name);
-                continue;
-            };
-            if seen[i] {
-                report.unexpected.push(PathNote {
-                    path: name.clone(),
-                    note: "member appears twice".into(),
-                });
-                continue;
-            }
-            seen[i] = true;
-            let e = &entries[i];
-            let mut diffs = metadata_diffs(e, &h);
-            if h.kind == MemberKind::File {
-                let mut hasher = Sha256::new();
-                let mut logical = 0u64;
-                let r = tar.read_data(&h, |off, b| {
-                    hash_zeros(&mut hasher, off - logical);
-                    hasher.update(b);
-                    logical = off + b.len() as u64;
-                    Ok(())
-                });
-                if let Err(err) = r {
-                    report.stream.push(format!(
-                        "{err:#} (in member {name}); last intact member: {}",
-                        last_good.as_deref().unwrap_or("(none)")
-                    ));
-                    report.mismatched.push(PathNote {
-                        path: name,
-                        note: "member data is cut short".into(),
-                    });
-                    break;
-                }
-                hash_zeros(&mut hasher, h.size - logical);
-                let got: [u8; 32] = hasher.finalize().into();
-                if Some(got) != e.sha256 {
-                    diffs.push(format!(
-                        "content: sha256 {} in archive, {} in manifest",
-                        hex(&got),
-                        e.sha256_hex().unwrap_or_else(|| "none".into())
-                    ));
-                }
-            }
-            progress.advance(1, h.size);
-            if diffs.is_empty() {
-                report.ok += 1;
-            } else {
-                report.mismatched.push(PathNote {
-                    path: name.clone(),
-                    note: diffs.join("; "),
-                });
-            }
-            last_good = Some(name);
-        }
-        // Drain what follows the tar end marker so the whole file is hashed and
-        // a damaged tail is still noticed.
-        if report.stream.is_empty() {
-            let mut dec = tar.into_inner();
-            let mut sink = [0u8; 64 << 10];
-            loop {
-                match dec.read(&mut sink) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        report
-                            .stream
-                            .push(format!("zstd stream after the last member is damaged: {e}"));
-                        break;
+    let mut last_good: Option<String> = None;
+    let mut start = Restart {
+        frame_offset: 0,
+        offset_in_frame: 0,
+    };
+    'segments: loop {
+        let mut fr = FrameReader::new(file.try_clone()?, len, start.frame_offset)?;
+        if start.offset_in_frame > 0 {
+            let skipped = std::io::copy(
+                &mut (&mut fr).take(start.offset_in_frame),
+                &mut std::io::sink(),
+            );
+            if !matches!(skipped, Ok(n) if n == start.offset_in_frame) {
+                if let Some(d) = fr.damage.clone() {
+                    match damaged_resume(
+                        &mut report,
+                        entries,
+                        &mut seen,
+                        &restarts,
+                        &d,
+                        len,
+                        last_good.as_deref(),
+                    ) {
+                        Some(r) => {
+                            start = r;
+                            continue 'segments;
+                        }
+                        None => break 'segments,
                     }
+                }
+                report.stream.push(format!(
+                    "the archive ends early; last intact member: {}",
+                    last_good.as_deref().unwrap_or("(none)")
+                ));
+                break;
+            }
+        }
+        let mut tar = TarReader::new(fr);
+        loop {
+            let step = check_next(&mut tar, entries, &mut seen, &mut report, progress);
+            match step {
+                Ok(Some(name)) => last_good = Some(name),
+                Ok(None) => break 'segments,
+                Err(e) => {
+                    let fr = tar.into_inner();
+                    if let Some(d) = fr.damage.clone() {
+                        match damaged_resume(
+                            &mut report,
+                            entries,
+                            &mut seen,
+                            &restarts,
+                            &d,
+                            len,
+                            last_good.as_deref(),
+                        ) {
+                            Some(r) => {
+                                start = r;
+                                continue 'segments;
+                            }
+                            None => break 'segments,
+                        }
+                    }
+                    report.stream.push(format!(
+                        "{e:#}; last intact member: {}",
+                        last_good.as_deref().unwrap_or("(none)")
+                    ));
+                    break 'segments;
                 }
             }
         }
     }
-    let _ = std::io::copy(&mut hr, &mut std::io::sink());
-    report.archive_sha256 = hex(&hr.hasher.finalize());
+    report.archive_sha256 = hasher
+        .join()
+        .map_err(|_| anyhow::anyhow!("hashing thread panicked"))?
+        .with_context(|| format!("cannot read archive {}", archive.display()))?;
     for (i, e) in entries.iter().enumerate() {
         if e.pos.is_some() && !seen[i] {
             report.missing.push(PathNote {
@@ -219,6 +201,132 @@ pub fn check_archive(
     }
     progress.finish();
     Ok(report)
+}
+
+/// Record a damaged frame: every member not yet seen that starts before the
+/// next entry point is damaged. Returns where to resume, if anywhere.
+fn damaged_resume(
+    report: &mut CheckReport,
+    entries: &[Entry],
+    seen: &mut [bool],
+    restarts: &[Restart],
+    d: &Damage,
+    len: u64,
+    last_good: Option<&str>,
+) -> Option<Restart> {
+    let resume = restarts
+        .iter()
+        .copied()
+        .find(|r| r.frame_offset > d.frame_offset && r.frame_offset < len);
+    let mut names = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let Some(p) = e.pos else { continue };
+        let at = Restart {
+            frame_offset: p.frame_offset,
+            offset_in_frame: p.offset_in_frame,
+        };
+        if !seen[i] && resume.is_none_or(|r| at < r) {
+            seen[i] = true;
+            names.push(e.path_lossy());
+            report.damaged.push(PathNote {
+                path: e.path_lossy(),
+                note: format!("in the damaged zstd frame at offset {}", d.frame_offset),
+            });
+        }
+    }
+    report.damaged_frames.push(format!(
+        "frame at offset {}: {}; last intact member before it: {} ({} member(s) lost: {})",
+        d.frame_offset,
+        d.reason,
+        last_good.unwrap_or("(none)"),
+        names.len(),
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    ));
+    resume
+}
+
+/// Check one member; `Ok(None)` at the end-of-archive marker.
+fn check_next<R: Read>(
+    tar: &mut TarReader<R>,
+    entries: &[Entry],
+    seen: &mut [bool],
+    report: &mut CheckReport,
+    progress: &dyn Progress,
+) -> Result<Option<String>> {
+    let Some(found) = tar.next_member()? else {
+        return Ok(None);
+    };
+    let h = found.header;
+    let name = String::from_utf8_lossy(&h.path).into_owned();
+    if h.path == MANIFEST_MEMBER.as_bytes() || h.path == SUMS_MEMBER.as_bytes() {
+        if h.size > MAX_EMBEDDED {
+            anyhow::bail!("{name} declares {} bytes; refusing to load it", h.size);
+        }
+        let mut data = Vec::with_capacity(h.size as usize);
+        tar.read_data(&h, |_, b| {
+            data.extend_from_slice(b);
+            Ok(())
+        })?;
+        if h.path == MANIFEST_MEMBER.as_bytes() {
+            report.embedded_manifest = Some(data);
+        } else {
+            report.embedded_sums = Some(data);
+        }
+        return Ok(Some(name));
+    }
+    let idx = entries
+        .binary_search_by(|e| e.path.as_slice().cmp(&h.path))
+        .ok();
+    let Some(i) = idx.filter(|&i| entries[i].pos.is_some()) else {
+        report.unexpected.push(PathNote {
+            path: name.clone(),
+            note: "member not in the manifest".into(),
+        });
+        return Ok(Some(name));
+    };
+    if seen[i] {
+        report.unexpected.push(PathNote {
+            path: name.clone(),
+            note: "member appears twice".into(),
+        });
+        return Ok(Some(name));
+    }
+    let e = &entries[i];
+    let mut diffs = metadata_diffs(e, &h);
+    if h.kind == MemberKind::File {
+        let mut hasher = Sha256::new();
+        let mut logical = 0u64;
+        tar.read_data(&h, |off, b| {
+            hash_zeros(&mut hasher, off - logical);
+            hasher.update(b);
+            logical = off + b.len() as u64;
+            Ok(())
+        })?;
+        hash_zeros(&mut hasher, h.size - logical);
+        let got: [u8; 32] = hasher.finalize().into();
+        if Some(got) != e.sha256 {
+            diffs.push(format!(
+                "content: sha256 {} in archive, {} in manifest",
+                hex(&got),
+                e.sha256_hex().unwrap_or_else(|| "none".into())
+            ));
+        }
+    }
+    seen[i] = true;
+    progress.advance(1, h.size);
+    if diffs.is_empty() {
+        report.ok += 1;
+    } else {
+        report.mismatched.push(PathNote {
+            path: name.clone(),
+            note: diffs.join("; "),
+        });
+    }
+    Ok(Some(name))
 }
 
 fn metadata_diffs(e: &Entry, h: &crate::tarfmt::MemberHeader) -> Vec<String> {

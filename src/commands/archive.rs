@@ -43,8 +43,9 @@ pub struct ArchiveOptions {
     pub verify: bool,
     pub remove_source: bool,
     pub force: bool,
-    /// Whether the migration check passed, for targets that require it.
+    /// Whether the migration check already passed, for targets that require it.
     pub migration_checked: bool,
+    pub threads_for_migration: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,6 +95,26 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         );
     }
     let src = resolve_source(root, &opts.layout, &opts.target)?;
+    // The gate before retiring legacy data: run the migration check first.
+    let mut migration_checked = opts.migration_checked;
+    let mut migration_note = None;
+    if opts.remove_source && src.requires_migration_check && !migration_checked && !opts.force {
+        let m = crate::verify::migration::verify_migration(
+            root,
+            &opts.layout,
+            opts.threads_for_migration,
+            &crate::progress::Silent,
+        )?;
+        migration_checked = m.clean();
+        if !migration_checked {
+            migration_note = Some(format!(
+                "the migration check failed ({} not migrated, {} differ, {} unmapped; see `datamig verify --migration`)",
+                m.not_migrated.len(),
+                m.differs.len(),
+                m.unmapped.len()
+            ));
+        }
+    }
     let stamp = match &opts.stamp {
         Some(s) => s.clone(),
         None => date_stamp(opts.date.as_deref())?,
@@ -240,7 +261,7 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         remove_refused: None,
     };
     if opts.remove_source {
-        match removal_refusal(opts, &src, &report) {
+        match removal_refusal(opts, &src, &report, migration_checked, migration_note) {
             Some(why) => report.remove_refused = Some(why),
             None => {
                 report.removed = Some(remove_archived(&src.base, &entries, src.scope.is_empty()))
@@ -341,7 +362,13 @@ fn describe_failure(r: &CheckReport) -> String {
 }
 
 /// Why `--remove-source` must not run, if it must not.
-fn removal_refusal(opts: &ArchiveOptions, src: &Source, report: &ArchiveReport) -> Option<String> {
+fn removal_refusal(
+    opts: &ArchiveOptions,
+    src: &Source,
+    report: &ArchiveReport,
+    migration_checked: bool,
+    migration_note: Option<String>,
+) -> Option<String> {
     if report.verify != "passed" {
         return Some("the archive was not verified (--no-verify); the source was kept".into());
     }
@@ -357,10 +384,11 @@ fn removal_refusal(opts: &ArchiveOptions, src: &Source, report: &ArchiveReport) 
             src.target
         ));
     }
-    if src.requires_migration_check && !opts.migration_checked && !opts.force {
+    if src.requires_migration_check && !migration_checked && !opts.force {
         return Some(format!(
-            "{} may only be removed after `datamig verify --migration` passes (or with --force); the source was kept",
-            src.target
+            "{} may only be removed after `datamig verify --migration` passes (or with --force): {}; the source was kept",
+            src.target,
+            migration_note.unwrap_or_else(|| "it was not run".into())
         ));
     }
     None

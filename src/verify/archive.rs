@@ -1,0 +1,244 @@
+//! `datamig verify ARCHIVE`: the archive against its embedded manifest, with the
+//! sidecar manifest and `.sha256` cross-checked when present.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::archive::check::{CheckReport, check_archive_with};
+use crate::archive::{MANIFEST_MEMBER, MANIFEST_SIDECAR, SHA_SIDECAR, sidecar};
+use crate::entry::hex;
+use crate::frames::{FrameReader, read_index};
+use crate::manifest::Manifest;
+use crate::progress::Progress;
+use crate::tarfmt::TarReader;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ArchiveVerifyReport {
+    pub report: &'static str,
+    pub version: u32,
+    pub archive: String,
+    pub quick: bool,
+    /// "embedded" or "sidecar": which manifest the members were checked against.
+    pub checked_against: &'static str,
+    /// "ok", or why the embedded manifest could not be used.
+    pub embedded_manifest: String,
+    /// "absent", "agrees", "differs", or why it could not be read.
+    pub sidecar_manifest: String,
+    /// "absent", "ok", "mismatch", or why it could not be read.
+    pub sidecar_sha256: String,
+    pub archive_sha256: String,
+    pub members: Option<CheckReport>,
+    /// Every discrepancy in one list, for monitoring.
+    pub discrepancies: Vec<String>,
+}
+
+impl ArchiveVerifyReport {
+    pub fn clean(&self) -> bool {
+        self.discrepancies.is_empty()
+    }
+}
+
+pub fn verify_archive(
+    archive: &Path,
+    quick: bool,
+    progress: &dyn Progress,
+) -> Result<ArchiveVerifyReport> {
+    let meta = std::fs::metadata(archive)
+        .with_context(|| format!("cannot open archive {}", archive.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a file", archive.display());
+    }
+    let mut f = File::open(archive)
+        .with_context(|| format!("cannot open archive {}", archive.display()))?;
+    let mut magic = [0u8; 4];
+    if f.read(&mut magic)? < 4 || u32::from_le_bytes(magic) != 0xFD2F_B528 {
+        bail!(
+            "{} is not a zstd stream (empty, or not a datamig archive)",
+            archive.display()
+        );
+    }
+    let mut disc = Vec::new();
+    let index = read_index(&mut f).ok().flatten();
+
+    // The embedded manifest, found from the tail when the index is intact.
+    let embedded: Result<(Vec<u8>, Manifest)> = match &index {
+        None => Err(anyhow::anyhow!(
+            "no archive index at the end of the file (truncated, or not made by datamig)"
+        )),
+        Some(ix) => read_embedded(
+            archive,
+            meta.len(),
+            ix.manifest_frame_offset,
+            ix.manifest_offset_in_frame,
+        )
+        .and_then(|bytes| Manifest::read(&bytes[..]).map(|m| (bytes, m))),
+    };
+    let embedded_status = match &embedded {
+        Ok(_) => "ok".to_string(),
+        Err(e) => {
+            disc.push(format!("embedded manifest: {e:#}"));
+            format!("{e:#}")
+        }
+    };
+
+    let side_path = sidecar(archive, MANIFEST_SIDECAR);
+    let side: Option<Result<(Vec<u8>, Manifest)>> = side_path.exists().then(|| {
+        let bytes = std::fs::read(&side_path)
+            .with_context(|| format!("cannot read {}", side_path.display()))?;
+        let m = Manifest::read(&bytes[..]).with_context(|| format!("{}", side_path.display()))?;
+        Ok((bytes, m))
+    });
+    let sidecar_status = match (&side, &embedded) {
+        (None, _) => {
+            disc.push(format!(
+                "sidecar manifest {} is missing",
+                side_path.display()
+            ));
+            "absent".to_string()
+        }
+        (Some(Err(e)), _) => {
+            disc.push(format!("sidecar manifest: {e:#}"));
+            format!("{e:#}")
+        }
+        (Some(Ok((sb, _))), Ok((eb, _))) if sb == eb => "agrees".to_string(),
+        (Some(Ok(_)), Ok(_)) => {
+            disc.push(format!(
+                "sidecar manifest {} differs from the manifest inside the archive",
+                side_path.display()
+            ));
+            "differs".to_string()
+        }
+        (Some(Ok(_)), Err(_)) => "ok (embedded manifest unusable)".to_string(),
+    };
+
+    // Without any manifest the members are still walked, so the report can
+    // name the last intact one.
+    let (checked_against, entries) = match (embedded, side) {
+        (Ok((_, m)), _) => ("embedded", m.entries),
+        (Err(_), Some(Ok((_, m)))) => ("sidecar", m.entries),
+        (Err(_), _) => {
+            disc.push("no usable manifest: members can only be listed, not checked".into());
+            ("none", Vec::new())
+        }
+    };
+
+    let (archive_sha256, members) = if quick {
+        (hash_file(archive)?, None)
+    } else {
+        let extra: Vec<(u64, u64)> = index
+            .iter()
+            .map(|ix| (ix.manifest_frame_offset, ix.manifest_offset_in_frame))
+            .collect();
+        let r = check_archive_with(archive, &entries, &extra, progress)?;
+        for n in &r.mismatched {
+            disc.push(format!("mismatched: {}: {}", n.path, n.note));
+        }
+        for n in &r.damaged {
+            disc.push(format!("damaged: {}: {}", n.path, n.note));
+        }
+        for n in &r.missing {
+            disc.push(format!("missing: {}", n.path));
+        }
+        if checked_against != "none" {
+            for n in &r.unexpected {
+                disc.push(format!("unexpected: {}: {}", n.path, n.note));
+            }
+        }
+        for s in r.damaged_frames.iter().chain(&r.stream) {
+            disc.push(s.clone());
+        }
+        (r.archive_sha256.clone(), Some(r))
+    };
+
+    let sha_path = sidecar(archive, SHA_SIDECAR);
+    let sidecar_sha256 = match std::fs::read(&sha_path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            disc.push(format!("{} is missing", sha_path.display()));
+            "absent".to_string()
+        }
+        Err(e) => {
+            disc.push(format!("cannot read {}: {e}", sha_path.display()));
+            format!("unreadable: {e}")
+        }
+        Ok(text) => {
+            let recorded = String::from_utf8_lossy(&text)
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            if recorded == archive_sha256 {
+                "ok".to_string()
+            } else {
+                disc.push(format!(
+                    "archive SHA-256 {archive_sha256} does not match {} ({recorded})",
+                    sha_path.display()
+                ));
+                "mismatch".to_string()
+            }
+        }
+    };
+
+    Ok(ArchiveVerifyReport {
+        report: "verify-archive",
+        version: 1,
+        archive: archive.display().to_string(),
+        quick,
+        checked_against,
+        embedded_manifest: embedded_status,
+        sidecar_manifest: sidecar_status,
+        sidecar_sha256,
+        archive_sha256,
+        members,
+        discrepancies: disc,
+    })
+}
+
+/// Decode the `.datamig/MANIFEST.jsonl` member starting at a known place.
+pub fn read_embedded(
+    archive: &Path,
+    len: u64,
+    frame_offset: u64,
+    offset_in_frame: u64,
+) -> Result<Vec<u8>> {
+    let f = File::open(archive)?;
+    let mut fr = FrameReader::new(f, len, frame_offset)?;
+    std::io::copy(&mut (&mut fr).take(offset_in_frame), &mut std::io::sink())?;
+    let mut tar = TarReader::new(fr);
+    let found = tar
+        .next_member()?
+        .context("no member where the index points")?;
+    if found.header.path != MANIFEST_MEMBER.as_bytes() {
+        bail!(
+            "the index points at {:?}, not the manifest",
+            String::from_utf8_lossy(&found.header.path)
+        );
+    }
+    if found.header.size > 4 << 30 {
+        bail!("embedded manifest declares {} bytes", found.header.size);
+    }
+    let mut data = Vec::with_capacity(found.header.size as usize);
+    tar.read_data(&found.header, |_, b| {
+        data.extend_from_slice(b);
+        Ok(())
+    })?;
+    Ok(data)
+}
+
+pub fn hash_file(p: &Path) -> Result<String> {
+    let mut f = File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}

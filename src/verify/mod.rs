@@ -1,0 +1,6 @@
+//! The three checks an operator runs before deleting anything: is the archive
+//! intact, what changed since a manifest, did every legacy file migrate.
+
+pub mod archive;
+pub mod migration;
+pub mod tree;

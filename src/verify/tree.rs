@@ -1,0 +1,232 @@
+//! `datamig verify --tree DIR MANIFEST`: what changed on disk since a manifest,
+//! in hashdeep's terms: matched, modified, metadata-only, missing, new, moved.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::entry::{Entry, Kind};
+use crate::manifest::Manifest;
+use crate::progress::Progress;
+use crate::scan::{ScanSpec, scan};
+use crate::summary::PathNote;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Moved {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TreeReport {
+    pub report: &'static str,
+    pub version: u32,
+    pub tree: String,
+    pub manifest: String,
+    /// Size and mtime only: content changes that keep both are not seen.
+    pub fast: bool,
+    pub matched: u64,
+    pub modified: Vec<PathNote>,
+    pub metadata: Vec<PathNote>,
+    pub missing: Vec<String>,
+    pub new: Vec<String>,
+    pub moved: Vec<Moved>,
+    pub unreadable: Vec<PathNote>,
+}
+
+impl TreeReport {
+    pub fn clean(&self) -> bool {
+        self.modified.is_empty()
+            && self.metadata.is_empty()
+            && self.missing.is_empty()
+            && self.new.is_empty()
+            && self.moved.is_empty()
+            && self.unreadable.is_empty()
+    }
+}
+
+pub struct TreeOptions {
+    pub tree: PathBuf,
+    pub manifest: PathBuf,
+    pub fast: bool,
+    pub threads: usize,
+}
+
+pub fn verify_tree(opts: &TreeOptions, progress: &dyn Progress) -> Result<TreeReport> {
+    let old = Manifest::read_file(&opts.manifest)?;
+    let scope: Vec<Vec<u8>> = old
+        .header
+        .scope
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+    let excludes = crate::layout::build_globset(&[])?;
+    let area = |_: &[u8]| String::new();
+    let no_json = |_: &[u8]| false;
+    let spec = ScanSpec {
+        root: &opts.tree,
+        scope: &scope,
+        excludes: &excludes,
+        area_of: &area,
+        check_json: &no_json,
+        previous: None,
+        threads: opts.threads,
+        hash_files: !opts.fast,
+    };
+    let now = scan(&spec, progress)?.entries;
+    Ok(compare(
+        &opts.tree,
+        &opts.manifest,
+        &old.entries,
+        &now,
+        opts.fast,
+    ))
+}
+
+/// Pure comparison of two sorted entry lists.
+pub fn compare(
+    tree: &Path,
+    manifest: &Path,
+    old: &[Entry],
+    now: &[Entry],
+    fast: bool,
+) -> TreeReport {
+    let mut r = TreeReport {
+        report: "verify-tree",
+        version: 1,
+        tree: tree.display().to_string(),
+        manifest: manifest.display().to_string(),
+        fast,
+        matched: 0,
+        modified: vec![],
+        metadata: vec![],
+        missing: vec![],
+        new: vec![],
+        moved: vec![],
+        unreadable: vec![],
+    };
+    // Archive manifests hold the `.datamig/` members' owner, never on disk here.
+    let skip = |e: &Entry| e.path.starts_with(b".datamig/") || e.path == b".datamig";
+    let (mut i, mut j) = (0, 0);
+    let mut gone: Vec<&Entry> = Vec::new();
+    let mut added: Vec<&Entry> = Vec::new();
+    while i < old.len() || j < now.len() {
+        let ord = match (old.get(i), now.get(j)) {
+            (Some(a), Some(b)) => a.path.cmp(&b.path),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match ord {
+            std::cmp::Ordering::Less => {
+                if !skip(&old[i]) {
+                    gone.push(&old[i]);
+                }
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                if !skip(&now[j]) {
+                    added.push(&now[j]);
+                }
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                same_path(&mut r, &old[i], &now[j], fast);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    // Moved: a vanished file whose content reappears at a new path.
+    let key = |e: &Entry| -> Option<(u64, Option<[u8; 32]>, i64)> {
+        if e.kind != Kind::File {
+            return None;
+        }
+        if fast {
+            Some((e.size, None, e.mtime_ns))
+        } else {
+            e.sha256.map(|h| (e.size, Some(h), 0))
+        }
+    };
+    let mut by_content: HashMap<(u64, Option<[u8; 32]>, i64), Vec<usize>> = HashMap::new();
+    for (k, e) in added.iter().enumerate() {
+        if let Some(c) = key(e) {
+            by_content.entry(c).or_default().push(k);
+        }
+    }
+    let mut taken = vec![false; added.len()];
+    for g in gone {
+        let hit = key(g).and_then(|c| by_content.get_mut(&c)).and_then(|v| {
+            let pos = v.iter().position(|&k| !taken[k])?;
+            Some(v.remove(pos))
+        });
+        match hit {
+            Some(k) => {
+                taken[k] = true;
+                r.moved.push(Moved {
+                    from: g.path_lossy(),
+                    to: added[k].path_lossy(),
+                });
+            }
+            None => r.missing.push(g.path_lossy()),
+        }
+    }
+    for (k, e) in added.iter().enumerate() {
+        if !taken[k] {
+            r.new.push(e.path_lossy());
+        }
+    }
+    r
+}
+
+fn same_path(r: &mut TreeReport, a: &Entry, b: &Entry, fast: bool) {
+    let path = a.path_lossy();
+    if let Some(p) = &b.problem {
+        r.unreadable.push(PathNote {
+            path,
+            note: p.clone(),
+        });
+        return;
+    }
+    if a.kind != b.kind {
+        r.modified.push(PathNote {
+            path,
+            note: format!("was a {}, now a {}", a.kind, b.kind),
+        });
+        return;
+    }
+    let content = match a.kind {
+        Kind::File if fast => (a.size != b.size || a.mtime_ns != b.mtime_ns)
+            .then(|| "size or mtime differs".to_string()),
+        Kind::File => (a.sha256 != b.sha256).then(|| "content differs (sha256)".to_string()),
+        Kind::Symlink | Kind::Hardlink => {
+            (a.target != b.target).then(|| "link target differs".to_string())
+        }
+        _ => None,
+    };
+    if let Some(note) = content {
+        r.modified.push(PathNote { path, note });
+        return;
+    }
+    let mut meta = Vec::new();
+    if a.mode != b.mode {
+        meta.push(format!("mode {:o} -> {:o}", a.mode, b.mode));
+    }
+    if (a.uid, a.gid) != (b.uid, b.gid) {
+        meta.push(format!("owner {}:{} -> {}:{}", a.uid, a.gid, b.uid, b.gid));
+    }
+    // A directory's mtime moves whenever its contents do; that is reported
+    // through the contents, not as a change of the directory.
+    if a.kind != Kind::Dir && !fast && a.mtime_ns != b.mtime_ns {
+        meta.push("mtime changed".to_string());
+    }
+    if meta.is_empty() {
+        r.matched += 1;
+    } else {
+        r.metadata.push(PathNote {
+            path,
+            note: meta.join(", "),
+        });
+    }
+}
