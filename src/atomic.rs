@@ -123,6 +123,55 @@ impl AtomicFile {
     }
 }
 
+/// Put several files in place as one step, as far as a SIGINT/SIGTERM can tell:
+/// all are flushed first, then renamed under the registry lock, so the signal
+/// handler either removes every temporary (nothing renamed yet) or waits until
+/// all are in place — never a partial set (e.g. sidecars without their archive).
+/// Renames happen in the given order; if one fails, those already renamed are
+/// removed again and the error is returned.
+pub fn commit_all(mut files: Vec<AtomicFile>) -> Result<()> {
+    for a in &files {
+        let f = a.file.as_ref().expect("file open until commit");
+        f.sync_all()
+            .with_context(|| format!("cannot flush {} to disk", a.tmp.display()))?;
+    }
+    let mut done = 0;
+    let renamed: Result<()> = {
+        let mut live = LIVE_TEMPS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut res = Ok(());
+        for a in &files {
+            let r = if a.no_clobber {
+                rename_noreplace(&a.tmp, &a.dest)
+            } else {
+                std::fs::rename(&a.tmp, &a.dest)
+                    .with_context(|| format!("cannot rename into {}", a.dest.display()))
+            };
+            if let Err(e) = r {
+                res = Err(e);
+                break;
+            }
+            done += 1;
+        }
+        for a in &files[..done] {
+            if res.is_err() {
+                let _ = std::fs::remove_file(&a.dest);
+            }
+            live.retain(|q| q != &a.tmp);
+        }
+        res
+    };
+    // The renamed ones have no temporary left; the rest (after a failure) are
+    // removed by their Drop, outside the lock.
+    for a in &mut files[..done] {
+        drop(a.file.take());
+    }
+    renamed?;
+    for a in &files {
+        sync_dir(parent_dir(&a.dest))?;
+    }
+    Ok(())
+}
+
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.file().write(buf)
@@ -219,6 +268,38 @@ mod tests {
         std::fs::write(&dest, b"keep").unwrap();
         assert!(AtomicFile::create(&dest, 0o600, true).is_err());
         assert_eq!(std::fs::read(&dest).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn commit_all_is_all_or_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        let mut fa = AtomicFile::create(&a, 0o600, true).unwrap();
+        fa.write_all(b"A").unwrap();
+        let mut fb = AtomicFile::create(&b, 0o600, true).unwrap();
+        fb.write_all(b"B").unwrap();
+        std::fs::write(&b, b"appeared meanwhile").unwrap();
+        assert!(commit_all(vec![fa, fb]).is_err());
+        assert!(!a.exists(), "the first file must be taken back");
+        assert_eq!(std::fs::read(&b).unwrap(), b"appeared meanwhile");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+
+        let mut fa = AtomicFile::create(&a, 0o600, true).unwrap();
+        fa.write_all(b"A").unwrap();
+        let c = d.path().join("c");
+        let mut fc = AtomicFile::create(&c, 0o600, true).unwrap();
+        fc.write_all(b"C").unwrap();
+        commit_all(vec![fa, fc]).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"A");
+        assert_eq!(std::fs::read(&c).unwrap(), b"C");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 3);
+        assert!(
+            LIVE_TEMPS
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|p| !p.starts_with(d.path()))
+        );
     }
 
     #[test]

@@ -274,37 +274,6 @@ pub fn files0(w: &mut dyn Write, entries: &[Entry]) -> io::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sha256sum_escaping_matches_gnu() {
-        let h = [0u8; 32];
-        let z = "0".repeat(64);
-        assert_eq!(
-            sha256sum_line(&h, b"a b"),
-            format!("{z}  a b\n").into_bytes()
-        );
-        assert_eq!(
-            sha256sum_line(&h, b"a\nb"),
-            format!("\\{z}  a\\nb\n").into_bytes()
-        );
-        assert_eq!(
-            sha256sum_line(&h, b"a\\b"),
-            format!("\\{z}  a\\\\b\n").into_bytes()
-        );
-    }
-
-    #[test]
-    fn human_bytes_table() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
-    }
-}
-
 fn notes(w: &mut dyn Write, title: &str, items: &[crate::summary::PathNote]) -> io::Result<()> {
     list(w, title, items, |n| format!("{}: {}", n.path, n.note))
 }
@@ -414,5 +383,36 @@ pub fn migration(
             w,
             "\nResult: {bad} legacy files are not safely migrated (exit 1)."
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256sum_escaping_matches_gnu() {
+        let h = [0u8; 32];
+        let z = "0".repeat(64);
+        assert_eq!(
+            sha256sum_line(&h, b"a b"),
+            format!("{z}  a b\n").into_bytes()
+        );
+        assert_eq!(
+            sha256sum_line(&h, b"a\nb"),
+            format!("\\{z}  a\\nb\n").into_bytes()
+        );
+        assert_eq!(
+            sha256sum_line(&h, b"a\\b"),
+            format!("\\{z}  a\\\\b\n").into_bytes()
+        );
+    }
+
+    #[test]
+    fn human_bytes_table() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 }

@@ -18,7 +18,7 @@ pub fn install() {
         .name("datamig-signals".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
-                eprintln!("datamig: interrupted by signal {sig}; removing temporary files, nothing was written");
+                eprintln!("datamig: interrupted by signal {sig}; unfinished temporary files removed; no partial result was left under a final name");
                 crate::atomic::remove_temps_and_exit(128 + sig);
             }
         })

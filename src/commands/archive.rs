@@ -218,13 +218,9 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     m.write_all(&manifest_bytes)?;
     let mut s = AtomicFile::create(&sha_path, 0o600, true)?;
     s.write_all(&sha256sum_line(&finished.sha256, &name))?;
-    m.commit()?;
-    let committed = s.commit().and_then(|_| out.commit());
-    if let Err(e) = committed {
-        let _ = std::fs::remove_file(&manifest_path);
-        let _ = std::fs::remove_file(&sha_path);
-        return Err(e.context(format!("cannot put {} in place", archive.display())));
-    }
+    // All three appear together or not at all, even if a signal arrives now.
+    crate::atomic::commit_all(vec![m, s, out])
+        .with_context(|| format!("cannot put {} in place", archive.display()))?;
 
     let secrets = secrets_in(&opts.layout, &src, &entries)?;
     let flagged: Vec<PathNote> = entries

@@ -47,6 +47,10 @@ impl TreeReport {
     }
 }
 
+/// What identifies a file's content for move detection: size, hash (or, with
+/// --fast, mtime instead).
+type ContentKey = (u64, Option<[u8; 32]>, i64);
+
 pub struct TreeOptions {
     pub tree: PathBuf,
     pub manifest: PathBuf,
@@ -109,6 +113,16 @@ pub fn compare(
     };
     // Archive manifests hold the `.datamig/` members' owner, never on disk here.
     let skip = |e: &Entry| e.path.starts_with(b".datamig/") || e.path == b".datamig";
+    // Tar members keep whole seconds, so a tree extracted from an archive has
+    // the manifest's mtimes truncated: compare seconds for archive manifests.
+    let whole_secs = old.iter().any(|e| e.pos.is_some());
+    let mtime = |e: &Entry| {
+        if whole_secs {
+            e.mtime_ns.div_euclid(1_000_000_000)
+        } else {
+            e.mtime_ns
+        }
+    };
     let (mut i, mut j) = (0, 0);
     let mut gone: Vec<&Entry> = Vec::new();
     let mut added: Vec<&Entry> = Vec::new();
@@ -132,24 +146,24 @@ pub fn compare(
                 j += 1;
             }
             std::cmp::Ordering::Equal => {
-                same_path(&mut r, &old[i], &now[j], fast);
+                same_path(&mut r, &old[i], &now[j], fast, mtime);
                 i += 1;
                 j += 1;
             }
         }
     }
     // Moved: a vanished file whose content reappears at a new path.
-    let key = |e: &Entry| -> Option<(u64, Option<[u8; 32]>, i64)> {
+    let key = |e: &Entry| -> Option<ContentKey> {
         if e.kind != Kind::File {
             return None;
         }
         if fast {
-            Some((e.size, None, e.mtime_ns))
+            Some((e.size, None, mtime(e)))
         } else {
             e.sha256.map(|h| (e.size, Some(h), 0))
         }
     };
-    let mut by_content: HashMap<(u64, Option<[u8; 32]>, i64), Vec<usize>> = HashMap::new();
+    let mut by_content: HashMap<ContentKey, Vec<usize>> = HashMap::new();
     for (k, e) in added.iter().enumerate() {
         if let Some(c) = key(e) {
             by_content.entry(c).or_default().push(k);
@@ -180,7 +194,7 @@ pub fn compare(
     r
 }
 
-fn same_path(r: &mut TreeReport, a: &Entry, b: &Entry, fast: bool) {
+fn same_path(r: &mut TreeReport, a: &Entry, b: &Entry, fast: bool, mtime: impl Fn(&Entry) -> i64) {
     let path = a.path_lossy();
     if let Some(p) = &b.problem {
         r.unreadable.push(PathNote {
@@ -197,8 +211,9 @@ fn same_path(r: &mut TreeReport, a: &Entry, b: &Entry, fast: bool) {
         return;
     }
     let content = match a.kind {
-        Kind::File if fast => (a.size != b.size || a.mtime_ns != b.mtime_ns)
-            .then(|| "size or mtime differs".to_string()),
+        Kind::File if fast => {
+            (a.size != b.size || mtime(a) != mtime(b)).then(|| "size or mtime differs".to_string())
+        }
         Kind::File => (a.sha256 != b.sha256).then(|| "content differs (sha256)".to_string()),
         Kind::Symlink | Kind::Hardlink => {
             (a.target != b.target).then(|| "link target differs".to_string())
@@ -218,7 +233,7 @@ fn same_path(r: &mut TreeReport, a: &Entry, b: &Entry, fast: bool) {
     }
     // A directory's mtime moves whenever its contents do; that is reported
     // through the contents, not as a change of the directory.
-    if a.kind != Kind::Dir && !fast && a.mtime_ns != b.mtime_ns {
+    if a.kind != Kind::Dir && !fast && mtime(a) != mtime(b) {
         meta.push("mtime changed".to_string());
     }
     if meta.is_empty() {
