@@ -105,6 +105,19 @@ impl AtomicFile {
         &self.tmp
     }
 
+    /// Rename into place without fsync: for restores of many files, which sync
+    /// the whole filesystem once at the end instead.
+    pub fn commit_unsynced(mut self) -> Result<()> {
+        let f = self.file.take().expect("file open until commit");
+        drop(f);
+        let r = std::fs::rename(&self.tmp, &self.dest);
+        if r.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        unregister(&self.tmp);
+        r.with_context(|| format!("cannot rename into {}", self.dest.display()))
+    }
+
     /// fsync, rename into place, fsync the directory.
     pub fn commit(mut self) -> Result<()> {
         let f = self.file.take().expect("file open until commit");

@@ -60,8 +60,35 @@ pub enum Command {
     /// Check an archive, a live tree against a manifest (--tree), or the migration (--migration)
     #[command(after_help = EXIT_CODES)]
     Verify(VerifyArgs),
+    /// Restore an archive (or some paths of it) into a directory, checking every file
+    #[command(after_help = EXIT_CODES)]
+    Restore(RestoreArgs),
+    /// List an archive's members from its manifest, without decompressing it
+    List(ListArgs),
     /// Print the effective layout (TOML) so it can be copied and edited
     Layout,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    pub archive: PathBuf,
+    /// Directory to restore into (created if missing; must be empty unless --overwrite)
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// Only these files or directories (paths inside the archive)
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// Restore into a non-empty DIR, replacing files that are in the way
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Do not restore owners (they are restored by default when run as root)
+    #[arg(long)]
+    pub no_same_owner: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    pub archive: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -262,6 +289,32 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             } else {
                 Outcome::Problems
             })
+        }
+        Command::Restore(a) => {
+            let opts = crate::restore::RestoreOptions {
+                archive: a.archive.clone(),
+                to: a.to.clone(),
+                paths: a.paths.clone(),
+                overwrite: a.overwrite,
+                same_owner: !a.no_same_owner,
+            };
+            let progress = progress::for_cli(g.quiet);
+            let r = crate::restore::restore(&opts, progress.as_ref())?;
+            let mut out = std::io::BufWriter::new(&mut stdout);
+            emit(&mut out, g.json, &r, render::restore)?;
+            out.flush().context("cannot write to stdout")?;
+            Ok(if r.clean() {
+                Outcome::Clean
+            } else {
+                Outcome::Problems
+            })
+        }
+        Command::List(a) => {
+            let r = commands::list::run(&a.archive)?;
+            let mut out = std::io::BufWriter::new(&mut stdout);
+            emit(&mut out, g.json, &r, render::members)?;
+            out.flush().context("cannot write to stdout")?;
+            Ok(Outcome::Clean)
         }
         Command::Archive(a) => {
             let opts = commands::archive::ArchiveOptions {

@@ -471,6 +471,15 @@ impl<F: std::os::unix::fs::FileExt> FrameReader<F> {
     pub fn next_offset(&self) -> u64 {
         self.next
     }
+
+    /// Where the next byte returned comes from: (frame offset, offset in frame).
+    pub fn position(&self) -> (u64, u64) {
+        if self.at == self.out.len() {
+            (self.next, 0)
+        } else {
+            (self.current_frame, self.at as u64)
+        }
+    }
 }
 
 impl<F: std::os::unix::fs::FileExt> Read for FrameReader<F> {

@@ -11,6 +11,7 @@ pub mod layout;
 pub mod manifest;
 pub mod progress;
 pub mod render;
+pub mod restore;
 pub mod scan;
 pub mod signals;
 pub mod summary;

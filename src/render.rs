@@ -386,6 +386,77 @@ pub fn migration(
     }
 }
 
+pub fn restore(w: &mut dyn Write, r: &crate::restore::RestoreReport) -> io::Result<()> {
+    writeln!(w, "datamig restore {} -> {}", r.archive, r.to)?;
+    writeln!(w, "  checked against {} manifest", r.manifest)?;
+    writeln!(
+        w,
+        "  {} files ({}), {} directories, {} symlinks, {} hard links in {:.1}s",
+        r.files,
+        human_bytes(r.bytes),
+        r.dirs,
+        r.symlinks,
+        r.hardlinks,
+        r.seconds
+    )?;
+    writeln!(
+        w,
+        "  read {} of the {} archive",
+        human_bytes(r.archive_bytes_read),
+        human_bytes(r.archive_size)
+    )?;
+    notes(
+        w,
+        "Refused (would land outside the destination, or not in the manifest)",
+        &r.refused,
+    )?;
+    notes(
+        w,
+        "Corrupt: content does not match the manifest, NOT restored",
+        &r.corrupt,
+    )?;
+    list(
+        w,
+        "Restored without a manifest to check against",
+        &r.unverified,
+        |p| p.clone(),
+    )?;
+    list(w, "Missing from the archive", &r.missing, |p| p.clone())?;
+    notes(w, "Errors", &r.errors)?;
+    if r.clean() {
+        writeln!(w, "\nResult: clean, every file matched its manifest.")
+    } else {
+        writeln!(w, "\nResult: problems listed above (exit 1).")
+    }
+}
+
+pub fn members(w: &mut dyn Write, r: &crate::commands::list::ListReport) -> io::Result<()> {
+    for m in &r.members {
+        let link = m
+            .target
+            .as_deref()
+            .map(|t| format!(" -> {t}"))
+            .unwrap_or_default();
+        writeln!(
+            w,
+            "{:<8} {:>12} {} {:<64} {}{link}",
+            m.kind,
+            m.size,
+            m.mtime,
+            m.sha256.as_deref().unwrap_or("-"),
+            m.path
+        )?;
+    }
+    if r.not_archived > 0 {
+        writeln!(
+            w,
+            "({} entries recorded in the manifest were not archived)",
+            r.not_archived
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

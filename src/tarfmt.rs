@@ -305,6 +305,10 @@ impl<R: Read> TarReader<R> {
         self.r
     }
 
+    pub fn get_ref(&self) -> &R {
+        &self.r
+    }
+
     fn read_block(&mut self, b: &mut [u8; BLOCK]) -> Result<bool> {
         let mut got = 0;
         while got < BLOCK {
