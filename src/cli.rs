@@ -65,6 +65,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// List an archive's members from its manifest, without decompressing it
     List(ListArgs),
+    /// The nightly job: a verified, UTC-stamped archive of the V2 data in <root>/backups/, then retention
+    #[command(after_help = EXIT_CODES)]
+    Backup(BackupArgs),
     /// Print the effective layout (TOML) so it can be copied and edited
     Layout,
 }
@@ -135,6 +138,38 @@ pub struct ArchiveArgs {
     /// Allow --remove-source on live V2 data or without the migration check
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Directory for the backups [default: <root>/backups/, created 0700]
+    #[arg(long, value_name = "DIR")]
+    pub dest: Option<PathBuf>,
+    /// Keep the N newest backups
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the last N days that have backups
+    /// [default: 7 when no --keep-* is given]
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the last N ISO weeks that have backups
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the last N months that have backups
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Make no archive and remove nothing: print what retention would keep and remove, and why
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Skip the run (exit 0) when no path, size, mtime or mode changed since the newest backup
+    #[arg(long)]
+    pub if_changed: bool,
+    /// The run's clock, RFC 3339 (for tests and dry runs); also stamps the new archive
+    #[arg(long, value_name = "RFC3339", value_parser = commands::backup::parse_now)]
+    pub now: Option<jiff::Timestamp>,
+    /// zstd compression level
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -344,6 +379,34 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             }
             out.flush().context("cannot write to stdout")?;
             Ok(if report.clean() {
+                Outcome::Clean
+            } else {
+                Outcome::Problems
+            })
+        }
+        Command::Backup(a) => {
+            let opts = commands::backup::BackupOptions {
+                root: g.root(),
+                layout,
+                dest: a.dest.clone(),
+                policy: crate::backup::retention::Policy::from_flags(
+                    a.keep_last,
+                    a.keep_daily,
+                    a.keep_weekly,
+                    a.keep_monthly,
+                ),
+                dry_run: a.dry_run,
+                if_changed: a.if_changed,
+                now: a.now,
+                level: a.level,
+                threads: g.threads(),
+            };
+            let progress = progress::for_cli(g.quiet);
+            let r = commands::backup::run(&opts, progress.as_ref())?;
+            let mut out = std::io::BufWriter::new(&mut stdout);
+            emit(&mut out, g.json, &r, render::backup)?;
+            out.flush().context("cannot write to stdout")?;
+            Ok(if r.clean() {
                 Outcome::Clean
             } else {
                 Outcome::Problems

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod atomic;
+pub mod backup;
 pub mod cli;
 pub mod commands;
 pub mod entry;

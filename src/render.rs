@@ -457,6 +457,95 @@ pub fn members(w: &mut dyn Write, r: &crate::commands::list::ListReport) -> io::
     Ok(())
 }
 
+pub fn backup(w: &mut dyn Write, r: &crate::commands::backup::BackupReport) -> io::Result<()> {
+    use crate::backup::retention::Action;
+    if r.dry_run {
+        writeln!(
+            w,
+            "datamig backup --dry-run: no archive made, nothing removed; retention of {} as of {}",
+            r.dest, r.now
+        )?;
+    } else {
+        writeln!(w, "datamig backup of {} -> {} at {}", r.root, r.dest, r.now)?;
+    }
+    if let Some(why) = &r.skip_reason {
+        writeln!(w, "Skipped: {why}. Nothing made, nothing removed.")?;
+        return Ok(());
+    }
+    if let Some(c) = &r.changed {
+        writeln!(w, "  changed since the newest backup: {c}")?;
+    }
+    if let Some(a) = &r.archive {
+        writeln!(w, "  archive   {a}")?;
+        if let Some(h) = &r.archive_sha256 {
+            writeln!(w, "  sha256    {h}")?;
+        }
+        writeln!(
+            w,
+            "  {} files, {} of file data -> {} compressed; verify {}; {:.1}s",
+            r.files,
+            human_bytes(r.file_bytes),
+            human_bytes(r.bytes),
+            r.verify,
+            r.seconds
+        )?;
+        if r.secrets > 0 {
+            writeln!(
+                w,
+                "  {} secret files included: keep the backups private (mode 0600)",
+                r.secrets
+            )?;
+        }
+    }
+    list(w, "Flagged: not captured cleanly", &r.flagged, |n| {
+        format!("{}: {}", n.path, n.note)
+    })?;
+    writeln!(w, "\nRetention ({}):", r.policy_text)?;
+    if r.decisions.is_empty() {
+        writeln!(w, "  no backups")?;
+    }
+    let remove = if r.dry_run { "would remove" } else { "remove" };
+    let width = r.decisions.iter().map(|d| d.name.len()).max().unwrap_or(0);
+    for d in &r.decisions {
+        let verb = match d.action {
+            Action::Keep => "keep",
+            Action::Remove => remove,
+        };
+        writeln!(
+            w,
+            "  {verb:<12} {:<width$}  {}",
+            d.name,
+            d.reasons.join("; ")
+        )?;
+    }
+    list(w, "Not datamig backups, left alone", &r.ignored, |n| {
+        format!("{}: {}", n.path, n.note)
+    })?;
+    list(w, "Could not remove", &r.remove_errors, |n| {
+        format!("{}: {}", n.path, n.note)
+    })?;
+    let n = r.removed.len();
+    let what = if r.dry_run {
+        "would be removed"
+    } else {
+        "removed"
+    };
+    let backups = if n == 1 { "backup" } else { "backups" };
+    if r.clean() {
+        writeln!(
+            w,
+            "\nResult: clean; {n} {backups} {what}, {} kept.",
+            r.kept.len()
+        )
+    } else {
+        writeln!(
+            w,
+            "\nResult: problems listed above (exit 1); {n} {backups} {what}, {} kept.",
+            r.kept.len()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -404,7 +404,7 @@ fn members_decode_from_their_recorded_frame_positions() {
             "{name}: frame_offset {fo} is not the start of a zstd frame ({data_starts:?})"
         );
         assert!(
-            oif % 512 == 0 && oif < 4 << 20,
+            oif.is_multiple_of(512) && oif < 4 << 20,
             "{name}: offset_in_frame {oif}"
         );
         member_frames.insert(fo);

@@ -1,5 +1,6 @@
 //! One module per subcommand; each takes typed options and returns a report.
 
 pub mod archive;
+pub mod backup;
 pub mod inventory;
 pub mod list;

@@ -91,6 +91,16 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
         .with_context(|| format!("cannot open archive {}", opts.archive.display()))?
         .len();
     let (manifest, source, manifest_cost) = load_manifest(&opts.archive, len)?;
+    // Check the requested paths before touching the destination, so a restore
+    // that cannot run (exit 2) leaves nothing behind.
+    let wanted = match (&manifest, opts.paths.is_empty()) {
+        (_, true) => Vec::new(),
+        (Some(m), false) => select(m, &opts.paths)?,
+        (None, false) => bail!(
+            "{} has no usable manifest, so single paths cannot be located; restore it whole (without PATH)",
+            opts.archive.display()
+        ),
+    };
     prepare_destination(&opts.to, opts.overwrite)?;
     let to = opts
         .to
@@ -125,7 +135,16 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
             match tar.next_member() {
                 Ok(Some(found)) => {
                     let size = found.header.size;
-                    member(&mut ctx, &mut tar, found)?;
+                    let name = String::from_utf8_lossy(&found.header.path).into_owned();
+                    // A read error inside a member's data (truncated archive,
+                    // damaged frame): report it, keep what was restored.
+                    if let Err(e) = member(&mut ctx, &mut tar, found) {
+                        ctx.report.errors.push(PathNote {
+                            path: name,
+                            note: format!("{e:#}; restore stopped there"),
+                        });
+                        break;
+                    }
                     progress.advance(1, size);
                 }
                 Ok(None) => break,
@@ -157,13 +176,6 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
             }
         }
     } else {
-        let Some(m) = &manifest else {
-            bail!(
-                "{} has no usable manifest, so single paths cannot be located; restore it whole (without PATH)",
-                opts.archive.display()
-            );
-        };
-        let wanted = select(m, &opts.paths)?;
         let total = wanted.iter().map(|e| e.size).sum();
         progress.phase("restoring", Some(total));
         let mut reader: Option<TarReader<FrameReader<File>>> = None;
@@ -175,28 +187,47 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
                     ctx.report.archive_bytes_read += t.get_ref().consumed;
                 }
                 let mut fr = FrameReader::new(file.try_clone()?, len, pos.frame_offset)?;
-                std::io::copy(
+                let skipped = std::io::copy(
                     &mut std::io::Read::take(&mut fr, pos.offset_in_frame),
                     &mut std::io::sink(),
-                )?;
-                reader = Some(TarReader::new(fr));
-            }
-            let tar = reader.as_mut().expect("reader set above");
-            match tar.next_member() {
-                Ok(Some(found)) if found.header.path == e.path => {
-                    member(&mut ctx, tar, found)?;
-                    progress.advance(1, e.size);
-                }
-                Ok(_) => {
-                    ctx.report.missing.push(e.path_lossy());
-                    reader = None;
-                }
-                Err(err) => {
+                );
+                if let Err(err) = skipped {
+                    ctx.report.archive_bytes_read += fr.consumed;
                     ctx.report.errors.push(PathNote {
                         path: e.path_lossy(),
                         note: format!("{err:#}"),
                     });
-                    reader = None;
+                    continue;
+                }
+                reader = Some(TarReader::new(fr));
+            }
+            let tar = reader.as_mut().expect("reader set above");
+            let failed = match tar.next_member() {
+                Ok(Some(found)) if found.header.path == e.path => {
+                    match member(&mut ctx, tar, found) {
+                        Ok(()) => {
+                            progress.advance(1, e.size);
+                            None
+                        }
+                        Err(err) => Some(err),
+                    }
+                }
+                Ok(_) => {
+                    ctx.report.missing.push(e.path_lossy());
+                    if let Some(t) = reader.take() {
+                        ctx.report.archive_bytes_read += t.get_ref().consumed;
+                    }
+                    None
+                }
+                Err(err) => Some(err),
+            };
+            if let Some(err) = failed {
+                ctx.report.errors.push(PathNote {
+                    path: e.path_lossy(),
+                    note: format!("{err:#}"),
+                });
+                if let Some(t) = reader.take() {
+                    ctx.report.archive_bytes_read += t.get_ref().consumed;
                 }
             }
         }

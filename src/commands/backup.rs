@@ -1,0 +1,294 @@
+//! `datamig backup`: the nightly job. Under a lock in the destination, archive
+//! the live V2 data (the layout's `v2` target) as a verified, UTC-stamped
+//! `v2-data-YYYYMMDD-HHMMSS.tar.zst`, then apply retention to the backups
+//! datamig made there. A run that fails before its archive is in place deletes
+//! nothing.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::archive::{ensure_dest, resolve_source};
+use crate::backup::retention::{self, Action, Decision, Policy};
+use crate::backup::{self, Existing, TARGET, file_name, lock};
+use crate::commands::archive::{ArchiveOptions, ArchiveReport};
+use crate::layout::{Layout, build_globset};
+use crate::manifest::Manifest;
+use crate::progress::Progress;
+use crate::scan::{ScanSpec, scan};
+use crate::summary::PathNote;
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub root: PathBuf,
+    pub layout: Layout,
+    /// Default `<root>/backups`.
+    pub dest: Option<PathBuf>,
+    pub policy: Policy,
+    /// Make nothing, remove nothing: report the retention plan as of `now`.
+    pub dry_run: bool,
+    /// Skip the run when the tree matches the newest backup's manifest.
+    pub if_changed: bool,
+    /// The run's clock (default: the system's); also the new archive's stamp.
+    pub now: Option<Timestamp>,
+    pub level: i32,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    pub report: &'static str,
+    pub version: u32,
+    pub root: String,
+    pub dest: String,
+    pub now: String,
+    pub dry_run: bool,
+    /// The run was skipped (`--if-changed` and nothing changed); `skip_reason` says why.
+    pub skipped: bool,
+    pub skip_reason: Option<String>,
+    /// With `--if-changed`: the first change found since the newest backup.
+    pub changed: Option<String>,
+    /// The archive made by this run.
+    pub archive: Option<String>,
+    pub archive_sha256: Option<String>,
+    /// Size of the new archive on disk (compressed).
+    pub bytes: u64,
+    pub files: u64,
+    /// Bytes of file data captured.
+    pub file_bytes: u64,
+    pub seconds: f64,
+    /// "passed", or "not run" when no archive was made.
+    pub verify: &'static str,
+    /// Entries of the new archive not captured cleanly (exit 1).
+    pub flagged: Vec<PathNote>,
+    pub secrets: usize,
+    pub policy: Policy,
+    pub policy_text: String,
+    /// Backup names kept / removed (with --dry-run: that would be removed).
+    pub kept: Vec<String>,
+    pub removed: Vec<String>,
+    /// Every retention decision with its reasons, newest first.
+    pub decisions: Vec<Decision>,
+    /// Files named like backups that are not datamig's, never touched.
+    pub ignored: Vec<PathNote>,
+    /// Files of removed backups that could not be deleted (exit 1).
+    pub remove_errors: Vec<PathNote>,
+}
+
+impl BackupReport {
+    pub fn clean(&self) -> bool {
+        self.flagged.is_empty() && self.remove_errors.is_empty()
+    }
+}
+
+/// `--now`: an RFC 3339 time, e.g. 2025-12-25T02:00:00Z.
+pub fn parse_now(s: &str) -> Result<Timestamp, String> {
+    s.parse::<Timestamp>()
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time like 2025-12-25T02:00:00Z: {e}"))
+}
+
+pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
+    let started = Instant::now();
+    let now = opts.now.unwrap_or_else(Timestamp::now);
+    let root = &opts.root;
+    let target = opts.layout.target(TARGET).with_context(|| {
+        format!("the layout has no archive target {TARGET:?}, which `datamig backup` archives")
+    })?;
+    let prefix = target.prefix.clone();
+    let dest = opts.dest.clone().unwrap_or_else(|| root.join("backups"));
+    let mut report = BackupReport {
+        report: "backup",
+        version: 1,
+        root: root.display().to_string(),
+        dest: dest.display().to_string(),
+        now: now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        dry_run: opts.dry_run,
+        skipped: false,
+        skip_reason: None,
+        changed: None,
+        archive: None,
+        archive_sha256: None,
+        bytes: 0,
+        files: 0,
+        file_bytes: 0,
+        seconds: 0.0,
+        verify: "not run",
+        flagged: vec![],
+        secrets: 0,
+        policy: opts.policy,
+        policy_text: opts.policy.describe(),
+        kept: vec![],
+        removed: vec![],
+        decisions: vec![],
+        ignored: vec![],
+        remove_errors: vec![],
+    };
+
+    if opts.dry_run {
+        let existing = backup::discover(&dest, &prefix)?;
+        plan(&mut report, &existing, &opts.policy, now);
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+
+    if !root.is_dir() {
+        bail!(
+            "data root {} is not a readable directory (set --root or V2_DATA_ROOT)",
+            root.display()
+        );
+    }
+    ensure_dest(&dest)?;
+    let _lock = lock::acquire(&dest, &crate::commands::inventory::now_rfc3339())?;
+    let existing = backup::discover(&dest, &prefix)?;
+
+    if opts.if_changed
+        && let Some(newest) = existing.newest()
+    {
+        match change_since(opts, newest, &dest)? {
+            Some(what) => report.changed = Some(what),
+            None => {
+                report.skipped = true;
+                report.skip_reason = Some(format!(
+                    "--if-changed: the tree is unchanged since {} (same paths, sizes, mtimes, modes)",
+                    newest.name
+                ));
+                report.seconds = started.elapsed().as_secs_f64();
+                return Ok(report);
+            }
+        }
+    }
+
+    let aopts = ArchiveOptions {
+        root: root.clone(),
+        layout: opts.layout.clone(),
+        target: TARGET.into(),
+        dest: Some(dest.clone()),
+        date: None,
+        stamp: Some(backup::stamp_of(now)),
+        level: opts.level,
+        threads: opts.threads,
+        excludes: vec![],
+        verify: true,
+        remove_source: false,
+        force: false,
+        migration_checked: false,
+        threads_for_migration: opts.threads,
+    };
+    // Any error here (nothing to archive, name taken, failed read-back) ends
+    // the run before retention: a failed run deletes nothing.
+    let made = crate::commands::archive::run(&aopts, progress)?;
+    if made.verify != "passed" {
+        bail!(
+            "the new archive {} was not verified; no backup was removed",
+            made.archive
+        );
+    }
+    take_archive(&mut report, &made);
+
+    let existing = backup::discover(&dest, &prefix)?;
+    let new_name = file_name(std::path::Path::new(&made.archive));
+    if !existing.backups.iter().any(|b| b.name == new_name) {
+        bail!(
+            "the new archive {} is not among the backups found in {}; no backup was removed",
+            made.archive,
+            dest.display()
+        );
+    }
+    plan(&mut report, &existing, &opts.policy, now);
+    let mut removed = Vec::new();
+    for d in &report.decisions {
+        // The archive just made is the newest; never remove it whatever the plan says.
+        if d.action != Action::Remove || d.name == new_name {
+            continue;
+        }
+        let Some(b) = existing.backups.iter().find(|b| b.name == d.name) else {
+            continue;
+        };
+        let failed = backup::remove_backup(&b.path);
+        if failed.is_empty() {
+            removed.push(d.name.clone());
+        }
+        report.remove_errors.extend(failed);
+    }
+    report.removed = removed;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Fill in the retention plan for `existing` as of `now`.
+fn plan(report: &mut BackupReport, existing: &Existing, policy: &Policy, now: Timestamp) {
+    let input: Vec<retention::Backup> = existing
+        .backups
+        .iter()
+        .map(|b| retention::Backup {
+            name: b.name.clone(),
+            time: b.time,
+        })
+        .collect();
+    let decisions = retention::apply(&input, policy, now);
+    let names = |a: Action| {
+        decisions
+            .iter()
+            .filter(|d| d.action == a)
+            .map(|d| d.name.clone())
+            .collect()
+    };
+    report.kept = names(Action::Keep);
+    report.removed = names(Action::Remove);
+    report.decisions = decisions;
+    report.ignored = existing.ignored.clone();
+}
+
+fn take_archive(report: &mut BackupReport, made: &ArchiveReport) {
+    report.archive = Some(made.archive.clone());
+    report.archive_sha256 = Some(made.archive_sha256.clone());
+    report.bytes = made.compressed_bytes;
+    report.files = made.files;
+    report.file_bytes = made.file_bytes;
+    report.verify = made.verify;
+    report.flagged = made.flagged.clone();
+    report.secrets = made.secrets.len();
+}
+
+/// `--if-changed`: the first difference between the tree and the newest
+/// backup's manifest, or None when they match and the run can be skipped.
+fn change_since(
+    opts: &BackupOptions,
+    newest: &backup::Found,
+    dest: &std::path::Path,
+) -> Result<Option<String>> {
+    let manifest = Manifest::read_file(&crate::archive::sidecar(
+        &newest.path,
+        crate::archive::MANIFEST_SIDECAR,
+    ))?;
+    let src = resolve_source(&opts.root, &opts.layout, TARGET)?;
+    // Scan exactly what the archive would: the same base, scope and
+    // destination exclusion, listing and stat only.
+    let mut excludes = Vec::new();
+    if let (Ok(b), Ok(d)) = (src.base.canonicalize(), dest.canonicalize())
+        && let Ok(rel) = d.strip_prefix(&b)
+        && !rel.as_os_str().is_empty()
+    {
+        let rel = rel.to_string_lossy().into_owned();
+        excludes.push(globset::escape(&rel));
+        excludes.push(format!("{}/**", globset::escape(&rel)));
+    }
+    let excludes = build_globset(&excludes)?;
+    let area = |_: &[u8]| String::new();
+    let no_json = |_: &[u8]| false;
+    let spec = ScanSpec {
+        root: &src.base,
+        scope: &src.scope,
+        excludes: &excludes,
+        area_of: &area,
+        check_json: &no_json,
+        previous: None,
+        threads: opts.threads,
+        hash_files: false,
+    };
+    let now = scan(&spec, &crate::progress::Silent)?.entries;
+    Ok(backup::tree_change(&manifest.entries, &now))
+}
