@@ -333,7 +333,17 @@ fn refuse(ctx: &mut Ctx, name: &[u8], why: String) {
 }
 
 fn member<R: std::io::Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Found) -> Result<()> {
-    let h = found.header;
+    let mut h = found.header;
+    // `tar -C dir .` writes `./name` and a `.` member for the directory itself.
+    strip_dot_slash(&mut h.path);
+    if h.kind == MemberKind::Hardlink
+        && let Some(l) = h.link.as_mut()
+    {
+        strip_dot_slash(l);
+    }
+    if h.path == b"." || h.path.is_empty() {
+        return Ok(());
+    }
     if h.path.starts_with(b".datamig/") || h.path == b".datamig" {
         return Ok(());
     }
@@ -445,6 +455,12 @@ fn member<R: std::io::Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Found)
         }
     }
     Ok(())
+}
+
+fn strip_dot_slash(p: &mut Vec<u8>) {
+    while p.starts_with(b"./") {
+        p.drain(..2);
+    }
 }
 
 /// With --overwrite, remove a non-directory in the way; never a directory.
