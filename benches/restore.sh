@@ -13,6 +13,8 @@
 #   RESTORE_DIR_SMALL  where (c) extracts (default /dev/shm/datamig-bench-restore:
 #                      ext4 is pathologically slow at re-creating 50,000 files
 #                      right after deleting them, see the README)
+#   LARGE_TMPFS        1 (default): also run (b) into /dev/shm (datamig vs tar), which
+#                      takes disk writeback and datamig's final syncfs out of it
 #   STRACE             1 (default): count the bytes each tool read() / pread()s
 #                      from the archive file, with strace -ff -y (one extra run each)
 #   VERIFY_RECHECK     trees for archive.sh's verify comparison (default "small";
@@ -41,6 +43,12 @@ else
     out_small="$work/out-small"
 fi
 verify_trees="${VERIFY_RECHECK-small}"
+# (b') needs ~2.1 GiB free in /dev/shm; skipped when (b) already runs on tmpfs.
+large_tmpfs="${LARGE_TMPFS:-1}"
+if ! shm_ok || (( $(df -B1 --output=avail /dev/shm | tail -1) < 3 << 30 )) \
+    || [[ "$(df --output=fstype "$(dirname "$out_large")" 2>/dev/null | tail -1)" == tmpfs ]]; then
+    large_tmpfs=0
+fi
 use_strace="${STRACE:-1}"
 command -v strace >/dev/null || use_strace=0
 
@@ -151,6 +159,19 @@ if want large; then
         --prepare "$(prep "$out")" -n tar-x-sync \
         "tar --zstd -xf '$A_large' -C '$out' && sync -f '$out'"
     rm -rf "$out"
+    # (b') the same full restore into tmpfs: no disk writeback, so no syncfs cost.
+    if [[ "$large_tmpfs" == 1 ]]; then
+        tout=/dev/shm/datamig-bench-restore-large
+        add_fs large_tmpfs "$(fs_of "$tout")"
+        echo "== restore: large4k into $tout ($(fs_of "$tout")), $runs runs"
+        hyperfine --warmup 1 --runs "$runs" --style basic \
+            --export-json "$results/restore-full-large-tmpfs.json" \
+            --prepare "$(prep "$tout")" -n datamig-restore \
+            "'$bin' restore '$A_large' --to '$tout' -q" \
+            --prepare "$(prep "$tout")" -n tar-x \
+            "tar --zstd -xf '$A_large' -C '$tout'"
+        rm -rf "$tout"
+    fi
 fi
 
 if want small; then
@@ -222,6 +243,11 @@ if "large" in trees:
           + f"; + manifest sidecar {b['manifest_sidecar_size']:,}")
     print(f"(b) full, large4k: datamig {f['datamig-restore']:.3f}  tar {f['tar-x']:.3f}  tar+sync {f['tar-x-sync']:.3f}"
           f"  -> datamig/tar {out['full_large']['datamig/tar']:.2f}, datamig/(tar+sync) {out['full_large']['datamig/(tar+sync)']:.2f}")
+    if os.path.exists(f"{results}/restore-full-large-tmpfs.json") and "large_tmpfs" in fs:
+        t = med("restore-full-large-tmpfs")
+        out["full_large_tmpfs"] = {"median_s": t, "datamig/tar": t["datamig-restore"] / t["tar-x"]}
+        print(f"(b') full, large4k, into {fs['large_tmpfs']}: datamig {t['datamig-restore']:.3f}  tar {t['tar-x']:.3f}"
+              f"  -> datamig/tar {out['full_large_tmpfs']['datamig/tar']:.2f}")
     if "strace_datamig_full" in b:
         print(f"    datamig full restore: reports {b['datamig_full_archive_bytes_read']:,} B read, pread {b['strace_datamig_full']:,} B")
 if "small" in trees:

@@ -48,9 +48,78 @@ fn unregister(p: &Path) {
     }
 }
 
+/// Refuse to read a temporary file as an archive: it is unfinished (a run
+/// still writing it, or one that was killed) and may be cut anywhere.
+pub fn refuse_temp_name(p: &Path) -> Result<()> {
+    if p.file_name().is_some_and(|n| is_temp_name(n.as_bytes())) {
+        bail!(
+            "{} is a temporary file of a datamig run (its name contains {TMP_INFIX:?}), not an archive: \
+             the run is still writing it or was killed; use the archive without {TMP_INFIX:?} in its name, \
+             or delete this file if no datamig run is going",
+            p.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn is_temp_name(name: &[u8]) -> bool {
     name.windows(TMP_INFIX.len())
         .any(|w| w == TMP_INFIX.as_bytes())
+}
+
+/// Remove the temporary files that a killed `datamig` (SIGKILL, power loss)
+/// left in `dir`: regular files named `.NAME.datamig-tmp-PID-N` whose PID is
+/// not a live process on this machine. A live PID (another run, or a reused
+/// PID) keeps its file. Returns the names removed; errors are ignored (a
+/// leftover is harmless: it is never taken for a result).
+pub fn sweep_stale_temps(dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for d in rd.flatten() {
+        let name = d.file_name();
+        let Some(pid) = stale_temp_pid(name.as_bytes()) else {
+            continue;
+        };
+        if !d.file_type().map(|t| t.is_file()).unwrap_or(false) || pid_alive(pid) {
+            continue;
+        }
+        let p = d.path();
+        if std::fs::remove_file(&p).is_ok() {
+            removed.push(p);
+        }
+    }
+    removed
+}
+
+/// The PID in `.NAME.datamig-tmp-PID-N`, if `name` has that shape.
+fn stale_temp_pid(name: &[u8]) -> Option<i32> {
+    if !name.starts_with(b".") {
+        return None;
+    }
+    let inf = TMP_INFIX.as_bytes();
+    let at = name.windows(inf.len()).rposition(|w| w == inf)?;
+    let rest = &name[at + inf.len()..];
+    let dash = rest.iter().position(|&b| b == b'-')?;
+    let (pid, n) = (&rest[..dash], &rest[dash + 1..]);
+    if pid.is_empty() || n.is_empty() || !n.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(pid)
+        .ok()?
+        .parse::<i32>()
+        .ok()
+        .filter(|&p| p > 0)
+}
+
+fn pid_alive(pid: i32) -> bool {
+    if pid as u32 == std::process::id() {
+        return true;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 pub struct AtomicFile {
@@ -262,6 +331,16 @@ fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temp_names_are_recognised() {
+        assert_eq!(stale_temp_pid(b".a.tar.zst.datamig-tmp-123-456"), Some(123));
+        assert_eq!(stale_temp_pid(b"a.tar.zst.datamig-tmp-123-456"), None);
+        assert_eq!(stale_temp_pid(b".a.datamig-tmp-x-456"), None);
+        assert_eq!(stale_temp_pid(b".a.datamig-tmp-123-"), None);
+        assert_eq!(stale_temp_pid(b".a.datamig-tmp-0-1"), None);
+        assert_eq!(stale_temp_pid(b".notes.txt"), None);
+    }
 
     #[test]
     fn dropped_file_leaves_nothing() {

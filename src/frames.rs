@@ -393,7 +393,12 @@ pub struct FrameReader<F> {
     pub damage: Option<Damage>,
     /// Compressed bytes consumed so far.
     pub consumed: u64,
+    /// Bytes actually read from the file (windows included).
+    pub read_bytes: u64,
 }
+
+/// First read per frame; frames larger than this are read in a second step.
+const FIRST_READ: usize = 128 << 10;
 
 impl<F: std::os::unix::fs::FileExt> FrameReader<F> {
     pub fn new(file: F, len: u64, start: u64) -> Result<Self> {
@@ -408,6 +413,7 @@ impl<F: std::os::unix::fs::FileExt> FrameReader<F> {
             current_frame: start,
             damage: None,
             consumed: 0,
+            read_bytes: 0,
         })
     }
 
@@ -417,16 +423,27 @@ impl<F: std::os::unix::fs::FileExt> FrameReader<F> {
             if self.next >= self.len {
                 return Ok(false);
             }
-            let want = ((self.len - self.next) as usize).min(self.window.len());
+            // Read a small window first and grow it only when the frame needs
+            // more, so reaching one small member reads little of the file.
+            let max = ((self.len - self.next) as usize).min(self.window.len());
+            let mut want = max.min(FIRST_READ);
             let mut got = 0;
-            while got < want {
-                let n = self
-                    .file
-                    .read_at(&mut self.window[got..want], self.next + got as u64)?;
-                if n == 0 {
+            loop {
+                while got < want {
+                    let n = self
+                        .file
+                        .read_at(&mut self.window[got..want], self.next + got as u64)?;
+                    if n == 0 {
+                        break;
+                    }
+                    got += n;
+                    self.read_bytes += n as u64;
+                }
+                let fits = matches!(zstd::zstd_safe::find_frame_compressed_size(&self.window[..got]), Ok(n) if n <= got);
+                if fits || want == max || got < want {
                     break;
                 }
-                got += n;
+                want = max;
             }
             let buf = &self.window[..got];
             let offset = self.next;

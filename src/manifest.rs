@@ -250,14 +250,24 @@ impl<W: Write> ManifestWriter<W> {
                 e.path_lossy()
             );
         }
+        let bytes = if e.kind == Kind::File {
+            self.bytes.checked_add(e.size).ok_or_else(|| {
+                anyhow!(
+                    "file sizes add up to more than 2^64 bytes at {:?}",
+                    e.path_lossy()
+                )
+            })?
+        } else {
+            self.bytes
+        };
         let line = entry_line(e);
         self.out.write_all(&line)?;
         self.hasher.update(&line);
         self.entries += 1;
         if e.kind == Kind::File {
             self.files += 1;
-            self.bytes += e.size;
         }
+        self.bytes = bytes;
         self.last = Some(e.path.clone());
         Ok(())
     }
@@ -362,7 +372,9 @@ impl Manifest {
             }
             if e.kind == Kind::File {
                 files += 1;
-                bytes += e.size;
+                bytes = bytes.checked_add(e.size).ok_or_else(|| {
+                    anyhow!("line {lineno}: file sizes add up to more than 2^64 bytes")
+                })?;
             }
             hasher.update(&buf);
             entries.push(e);

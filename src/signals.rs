@@ -9,6 +9,14 @@ pub fn install() {
     if INSTALLED.swap(true, Ordering::SeqCst) {
         return;
     }
+    // Past RLIMIT_FSIZE the kernel sends SIGXFSZ, whose default action kills
+    // the process before any cleanup runs, leaving the temporary file behind.
+    // Ignored, write() fails with EFBIG instead and the normal error path
+    // removes the temporary file and exits 2.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let mut signals =
         match signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP]) {
             Ok(s) => s,

@@ -273,6 +273,7 @@ pub struct TarReader<R: Read> {
     pending: u64,
     pending_pad: usize,
     done: bool,
+    buf: Vec<u8>,
 }
 
 impl<R: Read> TarReader<R> {
@@ -283,6 +284,7 @@ impl<R: Read> TarReader<R> {
             pending: 0,
             pending_pad: 0,
             done: false,
+            buf: Vec::new(),
         }
     }
 
@@ -294,6 +296,7 @@ impl<R: Read> TarReader<R> {
             pending: 0,
             pending_pad: 0,
             done: false,
+            buf: Vec::new(),
         }
     }
 
@@ -522,8 +525,33 @@ impl<R: Read> TarReader<R> {
                 len: self.pending,
             }],
         };
-        let mut buf = vec![0u8; 256 << 10];
-        for r in regions {
+        // One buffer per reader, sized to the largest piece asked for so far:
+        // a fresh zeroed 256 KiB per member cost more than hashing small files.
+        let mut buf = std::mem::take(&mut self.buf);
+        let need = regions
+            .iter()
+            .map(|r| r.len)
+            .max()
+            .unwrap_or(0)
+            .min(256 << 10) as usize;
+        if buf.len() < need {
+            buf.resize(need, 0);
+        }
+        let r = self.read_regions(&regions, &mut buf, &mut sink);
+        self.buf = buf;
+        r?;
+        let pad = self.pending_pad;
+        self.pending_pad = 0;
+        self.skip(pad as u64)
+    }
+
+    fn read_regions(
+        &mut self,
+        regions: &[Region],
+        buf: &mut [u8],
+        sink: &mut impl FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        for r in regions.iter().copied() {
             let mut done = 0u64;
             while done < r.len {
                 let k = (r.len - done).min(buf.len() as u64) as usize;
@@ -533,9 +561,7 @@ impl<R: Read> TarReader<R> {
                 done += k as u64;
             }
         }
-        let pad = self.pending_pad;
-        self.pending_pad = 0;
-        self.skip(pad as u64)
+        Ok(())
     }
 }
 

@@ -121,6 +121,12 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     };
     let dest = opts.dest.clone().unwrap_or_else(|| root.join("archive"));
     ensure_dest(&dest)?;
+    for p in crate::atomic::sweep_stale_temps(&dest) {
+        eprintln!(
+            "datamig: removed {}, a temporary file left by a datamig run that was killed",
+            p.display()
+        );
+    }
     let archive = dest.join(format!("{}-{stamp}{EXTENSION}", src.prefix));
     let manifest_path = sidecar(&archive, MANIFEST_SIDECAR);
     let sha_path = sidecar(&archive, SHA_SIDECAR);
@@ -149,6 +155,14 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         .file()
         .try_clone()
         .context("cannot reopen the temporary archive")?;
+    let file = NamedWriter {
+        inner: file,
+        what: format!(
+            "{} (written as {})",
+            archive.display(),
+            out.temp_path().display()
+        ),
+    };
     let mut fw = FrameWriter::new(Box::new(file), opts.level, opts.threads);
     let members = write_members(&src.base, &mut entries, &mut fw, progress)?;
     let offsets = fw.sync()?;
@@ -266,6 +280,34 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Puts the archive's name into write errors (e.g. a full disk), and says
+/// what happens to the partial file.
+struct NamedWriter {
+    inner: std::fs::File,
+    what: String,
+}
+
+impl NamedWriter {
+    fn name(&self, e: std::io::Error) -> std::io::Error {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "{}: {e}; the temporary file is removed and nothing is left under the final name (free space on that filesystem or pick another --dest)",
+                self.what
+            ),
+        )
+    }
+}
+
+impl Write for NamedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).map_err(|e| self.name(e))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().map_err(|e| self.name(e))
+    }
 }
 
 fn written_len(out: &AtomicFile) -> Result<u64> {

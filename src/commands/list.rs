@@ -37,6 +37,7 @@ pub struct ListReport {
 }
 
 pub fn run(archive: &PathBuf) -> Result<ListReport> {
+    crate::atomic::refuse_temp_name(archive)?;
     let len = std::fs::metadata(archive)
         .with_context(|| format!("cannot open archive {}", archive.display()))?
         .len();

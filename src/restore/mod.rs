@@ -25,7 +25,7 @@ use crate::manifest::Manifest;
 use crate::progress::Progress;
 use crate::summary::PathNote;
 use crate::tarfmt::{Found, MemberKind, TarReader};
-use paths::{prepare_parent, refuse_name};
+use paths::{prepare_parent_cached, refuse_name};
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -80,6 +80,8 @@ struct Ctx<'a> {
     same_owner: bool,
     overwrite: bool,
     restored_files: HashSet<Vec<u8>>,
+    /// Parent directories already checked (not symlinks) in this run.
+    known_dirs: HashSet<Vec<u8>>,
     /// Directory metadata applied last (children change a directory's mtime).
     dirs: Vec<(PathBuf, u32, u64, u64, i64)>,
     report: RestoreReport,
@@ -87,6 +89,7 @@ struct Ctx<'a> {
 
 pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreReport> {
     let started = std::time::Instant::now();
+    crate::atomic::refuse_temp_name(&opts.archive)?;
     let len = std::fs::metadata(&opts.archive)
         .with_context(|| format!("cannot open archive {}", opts.archive.display()))?
         .len();
@@ -112,6 +115,7 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
         same_owner: opts.same_owner && unsafe { libc::geteuid() } == 0,
         overwrite: opts.overwrite,
         restored_files: HashSet::new(),
+        known_dirs: HashSet::new(),
         dirs: Vec::new(),
         report: RestoreReport {
             report: "restore",
@@ -157,7 +161,7 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
                 }
             }
         }
-        ctx.report.archive_bytes_read += tar.get_ref().consumed;
+        ctx.report.archive_bytes_read += tar.get_ref().read_bytes;
         if let Some(m) = &manifest {
             for e in m.entries.iter().filter(|e| e.pos.is_some()) {
                 let restored = match e.kind {
@@ -184,7 +188,7 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
             let here = reader.as_ref().map(|t| t.get_ref().position());
             if here != Some((pos.frame_offset, pos.offset_in_frame)) {
                 if let Some(t) = reader.take() {
-                    ctx.report.archive_bytes_read += t.get_ref().consumed;
+                    ctx.report.archive_bytes_read += t.get_ref().read_bytes;
                 }
                 let mut fr = FrameReader::new(file.try_clone()?, len, pos.frame_offset)?;
                 let skipped = std::io::copy(
@@ -192,7 +196,7 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
                     &mut std::io::sink(),
                 );
                 if let Err(err) = skipped {
-                    ctx.report.archive_bytes_read += fr.consumed;
+                    ctx.report.archive_bytes_read += fr.read_bytes;
                     ctx.report.errors.push(PathNote {
                         path: e.path_lossy(),
                         note: format!("{err:#}"),
@@ -215,7 +219,7 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
                 Ok(_) => {
                     ctx.report.missing.push(e.path_lossy());
                     if let Some(t) = reader.take() {
-                        ctx.report.archive_bytes_read += t.get_ref().consumed;
+                        ctx.report.archive_bytes_read += t.get_ref().read_bytes;
                     }
                     None
                 }
@@ -227,12 +231,12 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
                     note: format!("{err:#}"),
                 });
                 if let Some(t) = reader.take() {
-                    ctx.report.archive_bytes_read += t.get_ref().consumed;
+                    ctx.report.archive_bytes_read += t.get_ref().read_bytes;
                 }
             }
         }
         if let Some(t) = reader {
-            ctx.report.archive_bytes_read += t.get_ref().consumed;
+            ctx.report.archive_bytes_read += t.get_ref().read_bytes;
         }
     }
     finish_dirs(&mut ctx);
@@ -361,7 +365,7 @@ fn member<R: std::io::Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Found)
         },
         None => None,
     };
-    let dest = match prepare_parent(&ctx.to, &h.path) {
+    let dest = match prepare_parent_cached(&ctx.to, &h.path, &mut ctx.known_dirs) {
         Ok(d) => d,
         Err(why) => {
             refuse(ctx, &h.path, why);

@@ -2,6 +2,7 @@
 //! no existing component of the parent path may be a symlink, so a member can
 //! never be written through a link (one the archive created, or one already there).
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -33,10 +34,29 @@ pub fn refuse_name(name: &[u8]) -> Option<String> {
 /// Create the missing parent directories of `rel` under `root`, refusing when
 /// an existing component is a symlink or not a directory.
 pub fn prepare_parent(root: &Path, rel: &[u8]) -> Result<PathBuf, String> {
+    prepare_parent_cached(root, rel, &mut HashSet::new())
+}
+
+/// As `prepare_parent`, remembering directories already checked in this run.
+/// Sound because restore never turns a directory it has seen into anything
+/// else (a member in a directory's place is refused).
+pub fn prepare_parent_cached(
+    root: &Path,
+    rel: &[u8],
+    known: &mut HashSet<Vec<u8>>,
+) -> Result<PathBuf, String> {
     let parts: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
     let mut at = root.to_path_buf();
+    let mut prefix: Vec<u8> = Vec::new();
     for c in &parts[..parts.len() - 1] {
         at.push(OsStr::from_bytes(c));
+        if !prefix.is_empty() {
+            prefix.push(b'/');
+        }
+        prefix.extend_from_slice(c);
+        if known.contains(&prefix) {
+            continue;
+        }
         match std::fs::symlink_metadata(&at) {
             Ok(m) if m.file_type().is_symlink() => {
                 return Err(format!(
@@ -57,6 +77,7 @@ pub fn prepare_parent(root: &Path, rel: &[u8]) -> Result<PathBuf, String> {
                 }
             }
         }
+        known.insert(prefix.clone());
     }
     Ok(root.join(OsStr::from_bytes(rel)))
 }

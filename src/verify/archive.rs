@@ -48,6 +48,7 @@ pub fn verify_archive(
     quick: bool,
     progress: &dyn Progress,
 ) -> Result<ArchiveVerifyReport> {
+    crate::atomic::refuse_temp_name(archive)?;
     let meta = std::fs::metadata(archive)
         .with_context(|| format!("cannot open archive {}", archive.display()))?;
     if !meta.is_file() {
