@@ -95,6 +95,12 @@ impl Entry {
     }
 }
 
+/// Seconds + nanoseconds as i64 nanoseconds, saturating: a timestamp past
+/// 2262 (or before 1677) clamps instead of overflowing.
+pub fn nanos(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);

@@ -327,9 +327,9 @@ fn from_meta(spec: &ScanSpec, abs: PathBuf, m: &std::fs::Metadata) -> Raw {
         mode: m.mode() & 0o7777,
         uid: m.uid(),
         gid: m.gid(),
-        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        mtime_ns: crate::entry::nanos(m.mtime(), m.mtime_nsec()),
         ino: m.ino(),
-        ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+        ctime_ns: crate::entry::nanos(m.ctime(), m.ctime_nsec()),
         ..Default::default()
     };
     if kind == Kind::Symlink {
@@ -397,7 +397,7 @@ fn hash_file(r: &mut Raw, buf: &mut [u8], want_json: bool) {
             let moved = match &after {
                 Ok(a) => {
                     a.size() != e.size
-                        || a.mtime() * 1_000_000_000 + a.mtime_nsec() != e.mtime_ns
+                        || crate::entry::nanos(a.mtime(), a.mtime_nsec()) != e.mtime_ns
                         || n != e.size
                 }
                 Err(_) => true,

@@ -44,7 +44,7 @@ pub fn remove_archived(base: &Path, entries: &[Entry], remove_base: bool) -> Rem
         } else {
             let same = meta.ino() == e.ino
                 && meta.size() == e.size
-                && meta.mtime() * 1_000_000_000 + meta.mtime_nsec() == e.mtime_ns;
+                && crate::entry::nanos(meta.mtime(), meta.mtime_nsec()) == e.mtime_ns;
             if !same {
                 r.kept
                     .push(note(e, "changed since it was archived; left alone".into()));

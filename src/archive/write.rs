@@ -246,7 +246,7 @@ fn put_file(
         h.sparse.is_none() && !short && matches!(f.read(&mut one), Ok(1))
     };
     let moved = match f.metadata() {
-        Ok(a) => a.size() != e.size || a.mtime() * 1_000_000_000 + a.mtime_nsec() != e.mtime_ns,
+        Ok(a) => a.size() != e.size || crate::entry::nanos(a.mtime(), a.mtime_nsec()) != e.mtime_ns,
         Err(_) => true,
     };
     if short || grew || moved {

@@ -254,7 +254,7 @@ fn judge(root: &Path, rules: &[MigrationRule], e: &Entry, all: &[Entry]) -> Outc
     if theirs == sha {
         return Outcome::Migrated;
     }
-    let their_mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+    let their_mtime = crate::entry::nanos(meta.mtime(), meta.mtime_nsec());
     let newer = match e.mtime_ns.cmp(&their_mtime) {
         std::cmp::Ordering::Greater => "legacy",
         std::cmp::Ordering::Less => "consolidated",
