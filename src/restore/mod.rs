@@ -93,6 +93,17 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
     let len = std::fs::metadata(&opts.archive)
         .with_context(|| format!("cannot open archive {}", opts.archive.display()))?
         .len();
+    let mut magic = [0u8; 4];
+    let is_zstd = File::open(&opts.archive)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && u32::from_le_bytes(magic) == 0xFD2F_B528;
+    if !is_zstd {
+        bail!(
+            "{} is not a zstd-compressed archive (empty, or not made by datamig); nothing was restored",
+            opts.archive.display()
+        );
+    }
     let (manifest, source, manifest_cost) = load_manifest(&opts.archive, len)?;
     // Check the requested paths before touching the destination, so a restore
     // that cannot run (exit 2) leaves nothing behind.
@@ -168,13 +179,21 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
                     Kind::File => ctx.restored_files.contains(&e.path),
                     _ => true,
                 };
-                if !restored
-                    && !ctx
-                        .report
-                        .corrupt
-                        .iter()
-                        .any(|c| c.path.as_bytes() == e.path.as_slice())
-                {
+                let path = e.path_lossy();
+                // Members found but not writable (disk full) are errors, not
+                // also missing.
+                let write_failed = ctx
+                    .report
+                    .errors
+                    .iter()
+                    .any(|c| c.path == path && c.note.starts_with("cannot"));
+                let reported = ctx
+                    .report
+                    .corrupt
+                    .iter()
+                    .chain(&ctx.report.refused)
+                    .any(|c| c.path == path);
+                if !restored && !reported && !write_failed {
                     ctx.report.missing.push(e.path_lossy());
                 }
             }
@@ -535,7 +554,9 @@ fn write_file<R: std::io::Read>(
     if let Some(e) = write_err {
         ctx.report.errors.push(PathNote {
             path: name,
-            note: format!("cannot write: {e}"),
+            note: format!(
+                "cannot write: {e}; nothing was put under its name (free space in the destination, then restore this path again with --overwrite)"
+            ),
         });
         return Ok(()); // `out` dropped: the temporary file is removed
     }
