@@ -160,6 +160,16 @@ fn zst(path: &Path, tar: &[u8]) {
     fs::write(path, zstd::bulk::compress(tar, 3).unwrap()).unwrap();
 }
 
+/// As `zst`, in independent frames of at most 4 MiB of input each, the shape
+/// datamig's reader accepts (one big frame from `zstd` is not; see README).
+fn zst_frames(path: &Path, tar: &[u8]) {
+    let mut out = Vec::new();
+    for chunk in tar.chunks(4 << 20) {
+        out.extend_from_slice(&zstd::bulk::compress(chunk, 3).unwrap());
+    }
+    fs::write(path, out).unwrap();
+}
+
 /// Poll until `found()` or the child exits; panics after 60 s.
 fn wait_for(child: &mut std::process::Child, what: &str, mut found: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -933,6 +943,100 @@ fn tar_bomb_member_declaring_1_tib_is_an_error_in_bounded_memory() {
         !r.join("bomb.bin").exists(),
         "a partial bomb under its name"
     );
+    assert_eq!(fs::read(r.join("fine.txt")).unwrap(), b"fine\n");
+    assert_eq!(temps_under(&r), Vec::<String>::new());
+}
+
+/// Restore `archive` under a 1 GiB address-space limit; returns the JSON report.
+fn restore_bounded(archive: &Path, r: &Path) -> (i32, Value, String) {
+    let prlimit = archive_support::require_tool("prlimit");
+    let mut c = Command::new(prlimit);
+    c.arg(format!("--as={}", 1u64 << 30))
+        .arg(common::BIN)
+        .args([
+            OsStr::new("restore"),
+            archive.as_os_str(),
+            OsStr::new("--to"),
+            r.as_os_str(),
+            OsStr::new("--json"),
+        ]);
+    let o = output_within(&mut c, Duration::from_secs(120));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let v = if o.stdout.is_empty() {
+        Value::Null
+    } else {
+        common::json_of(&o.stdout)
+    };
+    (code(&o), v, err)
+}
+
+/// A member bomb: 20,000 members restore in bounded memory (each checked for
+/// path safety; without a manifest each is reported unverified).
+#[test]
+fn archive_of_twenty_thousand_members_restores_in_bounded_memory() {
+    let t = common::tempdir();
+    let mut tar = Vec::new();
+    let n = 20_000;
+    for i in 0..n {
+        let name = format!("d{:02}/f{i:05}", i % 50);
+        member(&mut tar, name.as_bytes(), MemberKind::File, 2, b"x\n");
+    }
+    tar.extend_from_slice(&END_OF_ARCHIVE);
+    let archive = t.path().join("many.tar.zst");
+    zst_frames(&archive, &tar);
+    let r = t.path().join("r");
+    let (c, v, err) = restore_bounded(&archive, &r);
+    assert_eq!(c, 1, "unverified members make exit 1: {err}");
+    assert_eq!(v["files"].as_u64(), Some(n), "{err}");
+    assert_eq!(
+        v["unverified"].as_array().map(|a| a.len()),
+        Some(n as usize)
+    );
+    assert_eq!(v["refused"].as_array().map(|a| a.len()), Some(0));
+    assert_eq!(fs::read(r.join("d07/f00007")).unwrap(), b"x\n");
+    assert_eq!(temps_under(&r), Vec::<String>::new());
+}
+
+/// A sparse-map bomb: over a million regions is refused, in bounded memory,
+/// and nothing is put under the member's name.
+#[test]
+fn sparse_map_of_over_a_million_regions_is_refused_in_bounded_memory() {
+    use datamig::tarfmt::Region;
+    let t = common::tempdir();
+    let regions: Vec<Region> = (0..(1u64 << 20) + 10)
+        .map(|i| Region {
+            offset: i * 2,
+            len: 1,
+        })
+        .collect();
+    let stored: u64 = regions.len() as u64;
+    let h = MemberHeader {
+        path: b"bomb.sparse".to_vec(),
+        kind: MemberKind::File,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: 1_700_000_000,
+        size: stored * 2,
+        link: None,
+        sparse: Some(regions),
+    };
+    let mut tar = Vec::new();
+    member(&mut tar, b"fine.txt", MemberKind::File, 5, b"fine\n");
+    tar.extend_from_slice(&encode_header(&h));
+    tar.resize(tar.len() + stored as usize, b'z');
+    tar.resize(tar.len() + padding(stored), 0);
+    tar.extend_from_slice(&END_OF_ARCHIVE);
+    let archive = t.path().join("sparse-bomb.tar.zst");
+    zst_frames(&archive, &tar);
+    let r = t.path().join("r");
+    let (c, v, err) = restore_bounded(&archive, &r);
+    assert_eq!(c, 1, "{err}\n{v:#}");
+    assert!(
+        v["errors"].to_string().contains("over a million regions"),
+        "{v:#}"
+    );
+    assert!(!r.join("bomb.sparse").exists());
     assert_eq!(fs::read(r.join("fine.txt")).unwrap(), b"fine\n");
     assert_eq!(temps_under(&r), Vec::<String>::new());
 }
