@@ -1041,6 +1041,95 @@ fn sparse_map_of_over_a_million_regions_is_refused_in_bounded_memory() {
     assert_eq!(temps_under(&r), Vec::<String>::new());
 }
 
+/// `backup` when the destination fills up (RLIMIT_FSIZE) or the run is
+/// stopped by SIGTERM: exit 2 / 143, the earlier backup intact, no temporary
+/// file left, and the next run succeeds.
+#[test]
+fn backup_on_a_full_destination_or_interrupted_keeps_earlier_backups_and_leaves_no_temp() {
+    let t = common::tempdir();
+    let root = t.path().join("data");
+    write(&root, "instances/a/preferences.json", b"{\"name\":\"a\"}\n");
+    write(&root, "instances/a/big.bin", &prng_bytes(11, 3_000_000));
+    let dest = t.path().join("backups");
+    let args = |now: &str| -> Vec<OsString> {
+        vec![
+            "--root".into(),
+            root.clone().into(),
+            "backup".into(),
+            "--dest".into(),
+            dest.clone().into(),
+            "--now".into(),
+            now.into(),
+            "-q".into(),
+        ]
+    };
+    let (c, _, err) = datamig(args("2025-12-20T02:00:00Z"));
+    assert_eq!(c, 0, "{err}");
+    let first = dir_names(&dest);
+    let snap = |d: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<(String, Vec<u8>)> = dir_names(d)
+            .into_iter()
+            .filter(|n| !n.ends_with(".lock"))
+            .map(|n| {
+                let bytes = fs::read(d.join(&n)).unwrap();
+                (n, bytes)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snap(&dest);
+
+    // Full destination: the 3 MB file cannot fit under a 1 MB size limit.
+    let o = output_within(
+        &mut cmd_with_fsize(1_000_000, &args("2025-12-21T02:00:00Z")),
+        common::DEFAULT_DEADLINE,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(code(&o), 2, "{}: {err}", o.status);
+    assert!(err.contains("v2-data-20251221-020000.tar.zst"), "{err}");
+    assert_eq!(
+        snap(&dest),
+        before,
+        "the earlier backup changed or something was left"
+    );
+    assert_eq!(temps_under(&dest), Vec::<String>::new());
+
+    // SIGTERM while the archive is being written: an 8 GiB sparse file keeps
+    // the run busy (hashing its holes) for seconds.
+    File::create(root.join("instances/a/sparse.bin"))
+        .unwrap()
+        .set_len(8 << 30)
+        .unwrap();
+    let mut child = common::cmd(args("2025-12-22T02:00:00Z"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let d2 = dest.clone();
+    wait_for(&mut child, "a temporary backup file", || {
+        !temps_under(&d2).is_empty()
+    });
+    kill(child.id(), libc::SIGTERM);
+    let st = wait_exit(&mut child);
+    assert_eq!(st.code(), Some(143), "{st}");
+    assert_eq!(snap(&dest), before, "an interrupted backup left files");
+    fs::remove_file(root.join("instances/a/sparse.bin")).unwrap();
+    assert_eq!(temps_under(&dest), Vec::<String>::new());
+
+    // The next run is not blocked by the killed run's lock.
+    let (c, _, err) = datamig(args("2025-12-23T02:00:00Z"));
+    assert_eq!(c, 0, "{err}");
+    assert!(
+        dir_names(&dest)
+            .iter()
+            .any(|n| n == "v2-data-20251223-020000.tar.zst")
+    );
+    for n in &first {
+        assert!(dest.join(n).exists(), "{n} was removed");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 7. A backup lock whose holder was killed
 
