@@ -4,6 +4,7 @@
 //! This is a contract read by other programs; README.md documents it and
 //! `tests/manifest_format.rs` pins it byte for byte.
 
+use std::borrow::Cow;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 
@@ -70,13 +71,14 @@ struct TrailerLine {
 }
 
 /// One entry as it appears on a manifest line. Field order here is the byte order
-/// on disk.
+/// on disk. Strings borrow from the entry when writing (no copies per line) and
+/// from the line when reading, where they have no escapes.
 #[derive(Serialize, Deserialize)]
-struct Line {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    path: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    path_b64: Option<String>,
+struct Line<'a> {
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    path: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    path_b64: Option<Cow<'a, str>>,
     #[serde(rename = "type")]
     kind: Kind,
     size: u64,
@@ -88,19 +90,28 @@ struct Line {
     ino: u64,
     #[serde(default)]
     ctime_ns: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    sha256: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    target: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    target_b64: Option<String>,
-    area: String,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    target: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    target_b64: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    area: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     frame_offset: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     offset_in_frame: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    problem: Option<String>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    problem: Option<Cow<'a, str>>,
+}
+
+/// A name as written on a line: borrowed when it is UTF-8, else base64 in `*_b64`.
+fn name_fields(bytes: &[u8]) -> (Option<Cow<'_, str>>, Option<Cow<'_, str>>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (Some(Cow::Borrowed(s)), None),
+        Err(_) => (None, Some(Cow::Owned(B64.encode(bytes)))),
+    }
 }
 
 /// A UTF-8 name goes in the plain field, anything else base64-encoded in `*_b64`.
@@ -126,11 +137,19 @@ fn join_name(plain: Option<String>, b64: Option<String>, what: &str) -> Result<O
 
 /// Serialize one entry as its manifest line, newline included.
 pub fn entry_line(e: &Entry) -> Vec<u8> {
-    let (path, path_b64) = split_name(&e.path);
+    let mut v = Vec::with_capacity(256);
+    write_entry_line(&mut v, e);
+    v
+}
+
+/// Append one entry's manifest line, newline included, to `out`.
+fn write_entry_line(out: &mut Vec<u8>, e: &Entry) {
+    let (path, path_b64) = name_fields(&e.path);
     let (target, target_b64) = match &e.target {
-        Some(t) => split_name(t),
+        Some(t) => name_fields(t),
         None => (None, None),
     };
+    let mut hex_buf = [0u8; 64];
     let line = Line {
         path,
         path_b64,
@@ -142,22 +161,38 @@ pub fn entry_line(e: &Entry) -> Vec<u8> {
         mtime_ns: e.mtime_ns,
         ino: e.ino,
         ctime_ns: e.ctime_ns,
-        sha256: e.sha256_hex(),
+        sha256: e
+            .sha256
+            .as_ref()
+            .map(|h| Cow::Borrowed(hex_into(h, &mut hex_buf))),
         target,
         target_b64,
-        area: e.area.clone(),
+        area: Cow::Borrowed(&e.area),
         frame_offset: e.pos.map(|p| p.frame_offset),
         offset_in_frame: e.pos.map(|p| p.offset_in_frame),
-        problem: e.problem.clone(),
+        problem: e.problem.as_deref().map(Cow::Borrowed),
     };
-    let mut v = serde_json::to_vec(&line).expect("entry serializes");
-    v.push(b'\n');
-    v
+    serde_json::to_writer(&mut *out, &line).expect("entry serializes");
+    out.push(b'\n');
+}
+
+fn hex_into<'b>(bytes: &[u8; 32], buf: &'b mut [u8; 64]) -> &'b str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        buf[2 * i] = DIGITS[(b >> 4) as usize];
+        buf[2 * i + 1] = DIGITS[(b & 15) as usize];
+    }
+    std::str::from_utf8(buf).expect("hex is ASCII")
+}
+
+fn owned(c: Option<Cow<'_, str>>) -> Option<String> {
+    c.map(Cow::into_owned)
 }
 
 fn parse_entry(text: &[u8]) -> Result<Entry> {
     let l: Line = serde_json::from_slice(text)?;
-    let path = join_name(l.path, l.path_b64, "path")?.ok_or_else(|| anyhow!("no path"))?;
+    let path =
+        join_name(owned(l.path), owned(l.path_b64), "path")?.ok_or_else(|| anyhow!("no path"))?;
     check_entry_path(&path)?;
     let sha256 = match l.sha256 {
         Some(s) => Some(
@@ -185,9 +220,9 @@ fn parse_entry(text: &[u8]) -> Result<Entry> {
         ino: l.ino,
         ctime_ns: l.ctime_ns,
         sha256,
-        target: join_name(l.target, l.target_b64, "target")?,
-        area: l.area,
-        problem: l.problem,
+        target: join_name(owned(l.target), owned(l.target_b64), "target")?,
+        area: l.area.into_owned(),
+        problem: owned(l.problem),
         pos,
     })
 }
@@ -222,6 +257,8 @@ pub struct ManifestWriter<W: Write> {
     files: u64,
     bytes: u64,
     last: Option<Vec<u8>>,
+    /// Reused for every line.
+    line: Vec<u8>,
 }
 
 impl<W: Write> ManifestWriter<W> {
@@ -238,6 +275,7 @@ impl<W: Write> ManifestWriter<W> {
             files: 0,
             bytes: 0,
             last: None,
+            line: Vec::with_capacity(512),
         })
     }
 
@@ -260,15 +298,22 @@ impl<W: Write> ManifestWriter<W> {
         } else {
             self.bytes
         };
-        let line = entry_line(e);
-        self.out.write_all(&line)?;
-        self.hasher.update(&line);
+        self.line.clear();
+        write_entry_line(&mut self.line, e);
+        self.out.write_all(&self.line)?;
+        self.hasher.update(&self.line);
         self.entries += 1;
         if e.kind == Kind::File {
             self.files += 1;
         }
         self.bytes = bytes;
-        self.last = Some(e.path.clone());
+        match &mut self.last {
+            Some(last) => {
+                last.clear();
+                last.extend_from_slice(&e.path);
+            }
+            None => self.last = Some(e.path.clone()),
+        }
         Ok(())
     }
 

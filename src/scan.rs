@@ -36,8 +36,6 @@ pub struct ScanSpec<'a> {
     pub area_of: &'a (dyn Fn(&[u8]) -> String + Sync),
     /// Whether a file's content should also be parsed as JSON.
     pub check_json: &'a (dyn Fn(&[u8]) -> bool + Sync),
-    /// Reuse hashes of files unchanged since this manifest.
-    pub previous: Option<&'a Manifest>,
     pub threads: usize,
     /// False: list and stat only (the archive hashes as it reads).
     pub hash_files: bool,
@@ -65,7 +63,21 @@ struct Raw {
     walk_error: bool,
 }
 
+/// Walk and hash in one go.
 pub fn scan(spec: &ScanSpec, progress: &dyn Progress) -> Result<Scan> {
+    let listing = list(spec, progress)?;
+    Ok(hash(spec, listing, None, progress))
+}
+
+/// The walk's result: every entry lstat'd, sorted, hard links resolved, no
+/// content read yet. Split from `hash` so `--since` can read the old manifest
+/// while the walk runs.
+pub struct Listing {
+    raws: Vec<Raw>,
+    pool: rayon::ThreadPool,
+}
+
+pub fn list(spec: &ScanSpec, progress: &dyn Progress) -> Result<Listing> {
     let root_meta = std::fs::metadata(spec.root).with_context(|| {
         format!(
             "data root {} cannot be read (set --root or V2_DATA_ROOT)",
@@ -107,18 +119,13 @@ pub fn scan(spec: &ScanSpec, progress: &dyn Progress) -> Result<Scan> {
     }
 
     progress.phase("scanning", None);
-    let mut raws: Vec<Raw> = pool.install(|| {
-        starts
-            .iter()
-            .flat_map(|start| walk(spec, start))
-            .par_bridge()
-            .filter_map(|item| {
-                let r = stat(spec, item);
-                progress.advance(1, 0);
-                r
-            })
-            .collect()
-    });
+    let walker = Walker {
+        spec,
+        progress,
+        out: Mutex::new(Vec::new()),
+    };
+    pool.install(|| rayon::scope(|s| walker.start(s, &starts)));
+    let mut raws = walker.out.into_inner().expect("walk results");
     // A directory that could not be listed appears twice: its lstat'd entry, then
     // the listing error, which is merged onto it (never dropped).
     raws.sort_unstable_by(|a, b| {
@@ -160,19 +167,30 @@ pub fn scan(spec: &ScanSpec, progress: &dyn Progress) -> Result<Scan> {
             raws[i].entry.target = Some(raws[first].entry.path.clone());
         }
     }
+    Ok(Listing { raws, pool })
+}
 
-    let previous = spec.previous.map(reusable_hashes);
+/// Hash every regular file of the listing, reusing `previous`'s hashes for
+/// files whose size, mtime, inode and ctime are unchanged.
+pub fn hash(
+    spec: &ScanSpec,
+    listing: Listing,
+    previous: Option<&Manifest>,
+    progress: &dyn Progress,
+) -> Scan {
+    let Listing { mut raws, pool } = listing;
+    let previous = previous.map(reusable_hashes).unwrap_or_default();
+    // Both lists are sorted by path bytes: match them in one merge pass.
+    let mut old = previous.iter().peekable();
     let mut reused = 0u64;
     let mut to_hash: Vec<usize> = Vec::new();
     for (i, r) in raws.iter_mut().enumerate() {
         if !spec.hash_files || r.entry.kind != Kind::File || r.entry.problem.is_some() {
             continue;
         }
-        match previous
-            .as_ref()
-            .and_then(|p| p.get(r.entry.path.as_slice()))
-        {
-            Some(old) if old.matches(&r.entry) => {
+        while old.next_if(|(p, _)| *p < r.entry.path.as_slice()).is_some() {}
+        match old.next_if(|(p, _)| *p == r.entry.path.as_slice()) {
+            Some((_, old)) if old.matches(&r.entry) => {
                 r.entry.sha256 = Some(old.sha256);
                 if let Some(p) = &old.json_problem {
                     r.entry.problem = Some(p.clone());
@@ -204,11 +222,11 @@ pub fn scan(spec: &ScanSpec, progress: &dyn Progress) -> Result<Scan> {
     progress.finish();
 
     let hashed = to_hash.len() as u64;
-    Ok(Scan {
+    Scan {
         entries: raws.into_iter().map(|r| r.entry).collect(),
         hashed,
         reused,
-    })
+    }
 }
 
 fn join(root: &Path, rel: &[u8]) -> PathBuf {
@@ -219,86 +237,138 @@ fn join(root: &Path, rel: &[u8]) -> PathBuf {
     }
 }
 
-fn rel_of(root: &Path, p: &Path) -> Vec<u8> {
-    let rel = p.strip_prefix(root).unwrap_or(p);
-    rel.as_os_str().as_bytes().to_vec()
+/// A parallel walk, one rayon task per directory. Each entry is lstat'd through
+/// its directory's open handle (`DirEntry::metadata` is `fstatat(dirfd, name,
+/// AT_SYMLINK_NOFOLLOW)`), so there are no full-path lookups and no shared
+/// iterator; a directory's handle is closed before its subdirectories are
+/// queued, so depth never costs file descriptors.
+struct Walker<'a> {
+    spec: &'a ScanSpec<'a>,
+    progress: &'a dyn Progress,
+    out: Mutex<Vec<Raw>>,
 }
 
-type WalkItem = std::result::Result<walkdir::DirEntry, walkdir::Error>;
+impl<'a> Walker<'a> {
+    fn excluded(&self, rel: &[u8]) -> bool {
+        self.spec
+            .excludes
+            .is_match(std::ffi::OsStr::from_bytes(rel))
+    }
 
-fn walk<'a>(spec: &'a ScanSpec, start: &[u8]) -> impl Iterator<Item = WalkItem> + Send + 'a {
-    let root = spec.root;
-    walkdir::WalkDir::new(join(root, start))
-        .follow_links(false)
-        .into_iter()
-        .filter_entry(move |d| {
-            let rel = rel_of(root, d.path());
-            rel.is_empty() || !spec.excludes.is_match(std::ffi::OsStr::from_bytes(&rel))
-        })
-}
-
-fn stat(spec: &ScanSpec, item: WalkItem) -> Option<Raw> {
-    let (path, err) = match item {
-        Ok(d) => {
-            if d.depth() == 0 && d.path() == spec.root {
-                return None;
+    fn start<'s>(&'s self, s: &rayon::Scope<'s>, starts: &[Vec<u8>]) {
+        for start in starts {
+            let abs = join(self.spec.root, start);
+            if start.is_empty() {
+                s.spawn(move |s| self.list_dir(s, abs, Vec::new()));
+                continue;
             }
-            let path = d.path().to_path_buf();
-            match d.metadata() {
-                Ok(m) => return Some(from_meta(spec, path, &m)),
-                Err(e) => (path, e),
+            if self.excluded(start) {
+                continue;
+            }
+            let raw = match std::fs::symlink_metadata(&abs) {
+                Ok(m) => from_meta(self.spec, abs.clone(), start.clone(), &m),
+                Err(e) => self.stat_error(abs.clone(), start.clone(), &e),
+            };
+            let is_dir = raw.entry.kind == Kind::Dir && !raw.walk_error;
+            self.out.lock().expect("walk results").push(raw);
+            if is_dir {
+                let rel = start.clone();
+                s.spawn(move |s| self.list_dir(s, abs, rel));
             }
         }
-        Err(e) => match e.path() {
-            Some(p) => (p.to_path_buf(), e),
-            None => return None,
-        },
-    };
-    let rel = rel_of(spec.root, &path);
-    if rel.is_empty() {
-        return None;
     }
-    let io = err.io_error().map(|e| e.kind());
-    let problem = if io == Some(ErrorKind::NotFound) {
-        problem::VANISHED.to_string()
-    } else {
-        format!("{}: {}", problem::UNREADABLE, io_reason(&err))
-    };
-    // A directory that could not be listed was already yielded; this item
-    // carries the listing error, merged onto it after sorting.
-    let kind = if std::fs::symlink_metadata(&path)
-        .map(|m| m.is_dir())
-        .unwrap_or(false)
-    {
-        Kind::Dir
-    } else {
-        Kind::File
-    };
-    let entry = Entry {
-        area: (spec.area_of)(&rel),
-        path: rel,
-        kind,
-        problem: Some(problem),
-        ..Default::default()
-    };
-    Some(Raw {
-        entry,
-        dev: 0,
-        nlink: 1,
-        abs: path,
-        walk_error: true,
-    })
+
+    fn list_dir<'s>(&'s self, s: &rayon::Scope<'s>, abs: PathBuf, rel: Vec<u8>) {
+        let mut local = Vec::new();
+        let mut subdirs = Vec::new();
+        match std::fs::read_dir(&abs) {
+            Err(e) => {
+                if !rel.is_empty() {
+                    local.push(self.listing_error(abs, rel, &e));
+                }
+            }
+            Ok(rd) => {
+                for item in rd {
+                    let de = match item {
+                        Ok(de) => de,
+                        Err(e) => {
+                            if !rel.is_empty() {
+                                local.push(self.listing_error(abs.clone(), rel.clone(), &e));
+                            }
+                            break;
+                        }
+                    };
+                    let name = de.file_name();
+                    let mut crel = Vec::with_capacity(rel.len() + 1 + name.len());
+                    if !rel.is_empty() {
+                        crel.extend_from_slice(&rel);
+                        crel.push(b'/');
+                    }
+                    crel.extend_from_slice(name.as_bytes());
+                    if self.excluded(&crel) {
+                        continue;
+                    }
+                    let cabs = abs.join(&name);
+                    let raw = match de.metadata() {
+                        Ok(m) => from_meta(self.spec, cabs, crel, &m),
+                        Err(e) => self.stat_error(cabs, crel, &e),
+                    };
+                    if raw.entry.kind == Kind::Dir && !raw.walk_error {
+                        subdirs.push((raw.abs.clone(), raw.entry.path.clone()));
+                    }
+                    local.push(raw);
+                }
+            }
+        }
+        self.progress.advance(local.len() as u64, 0);
+        self.out.lock().expect("walk results").append(&mut local);
+        for (cabs, crel) in subdirs {
+            s.spawn(move |s| self.list_dir(s, cabs, crel));
+        }
+    }
+
+    /// A directory that could not be listed: merged onto its own entry later.
+    fn listing_error(&self, abs: PathBuf, rel: Vec<u8>, e: &std::io::Error) -> Raw {
+        self.error_raw(abs, rel, e, Kind::Dir)
+    }
+
+    /// An entry that vanished or could not be lstat'd after it was listed.
+    fn stat_error(&self, abs: PathBuf, rel: Vec<u8>, e: &std::io::Error) -> Raw {
+        let kind = if std::fs::symlink_metadata(&abs)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
+            Kind::Dir
+        } else {
+            Kind::File
+        };
+        self.error_raw(abs, rel, e, kind)
+    }
+
+    fn error_raw(&self, abs: PathBuf, rel: Vec<u8>, e: &std::io::Error, kind: Kind) -> Raw {
+        let problem = if e.kind() == ErrorKind::NotFound {
+            problem::VANISHED.to_string()
+        } else {
+            format!("{}: {e}", problem::UNREADABLE)
+        };
+        let entry = Entry {
+            area: (self.spec.area_of)(&rel),
+            path: rel,
+            kind,
+            problem: Some(problem),
+            ..Default::default()
+        };
+        Raw {
+            entry,
+            dev: 0,
+            nlink: 1,
+            abs,
+            walk_error: true,
+        }
+    }
 }
 
-fn io_reason(e: &walkdir::Error) -> String {
-    match e.io_error() {
-        Some(io) => io.to_string(),
-        None => e.to_string(),
-    }
-}
-
-fn from_meta(spec: &ScanSpec, abs: PathBuf, m: &std::fs::Metadata) -> Raw {
-    let rel = rel_of(spec.root, &abs);
+fn from_meta(spec: &ScanSpec, abs: PathBuf, rel: Vec<u8>, m: &std::fs::Metadata) -> Raw {
     let ft = m.file_type();
     let kind = if ft.is_file() {
         Kind::File
@@ -479,9 +549,10 @@ impl Reusable {
 }
 
 /// Hashes from an earlier manifest that may be trusted for unchanged files:
-/// clean files, plus hard-link paths (which carry their group's hash).
-fn reusable_hashes(m: &Manifest) -> HashMap<&[u8], Reusable> {
-    let mut map: HashMap<&[u8], Reusable> = HashMap::with_capacity(m.entries.len());
+/// clean files, plus hard-link paths (which carry their group's hash); in the
+/// manifest's order (sorted by path bytes).
+fn reusable_hashes(m: &Manifest) -> Vec<(&[u8], Reusable)> {
+    let mut map = Vec::with_capacity(m.entries.len());
     for e in &m.entries {
         let json_problem = match &e.problem {
             None => None,
@@ -496,7 +567,7 @@ fn reusable_hashes(m: &Manifest) -> HashMap<&[u8], Reusable> {
             },
             _ => continue,
         };
-        map.insert(
+        map.push((
             e.path.as_slice(),
             Reusable {
                 size: e.size,
@@ -506,7 +577,7 @@ fn reusable_hashes(m: &Manifest) -> HashMap<&[u8], Reusable> {
                 sha256,
                 json_problem,
             },
-        );
+        ));
     }
     map
 }

@@ -340,7 +340,6 @@ fn scan_source(opts: &ArchiveOptions, src: &Source, dest: &std::path::Path) -> R
         excludes: &excludes,
         area_of: &area_of,
         check_json: &no_json,
-        previous: None,
         threads: opts.threads,
         hash_files: false,
     };

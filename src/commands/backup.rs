@@ -285,7 +285,6 @@ fn change_since(
         excludes: &excludes,
         area_of: &area,
         check_json: &no_json,
-        previous: None,
         threads: opts.threads,
         hash_files: false,
     };

@@ -10,7 +10,7 @@ use crate::entry::Entry;
 use crate::layout::{Layout, build_globset};
 use crate::manifest::{Header, Manifest, write_manifest};
 use crate::progress::Progress;
-use crate::scan::{ScanSpec, scan};
+use crate::scan::{self, ScanSpec};
 use crate::summary::{Summary, summarize};
 
 #[derive(Debug, Clone)]
@@ -73,10 +73,6 @@ pub fn resolve_scope(
 pub fn run(opts: &InventoryOptions, progress: &dyn Progress) -> Result<Inventory> {
     let scope = resolve_scope(&opts.root, &opts.layout, &opts.targets)?;
     let excludes = build_globset(&opts.excludes)?;
-    let previous = match &opts.since {
-        Some(p) => Some(Manifest::read_file(p)?),
-        None => None,
-    };
     let classifier = opts.layout.classifier();
     let area_of = |rel: &[u8]| classifier.name_of(rel).to_string();
     let check_json = |rel: &[u8]| {
@@ -89,35 +85,65 @@ pub fn run(opts: &InventoryOptions, progress: &dyn Progress) -> Result<Inventory
         excludes: &excludes,
         area_of: &area_of,
         check_json: &check_json,
-        previous: previous.as_ref(),
         threads: opts.threads,
         hash_files: true,
     };
-    let result = scan(&spec, progress)?;
-    let mut summary = summarize(&opts.root, &opts.layout, &result.entries);
+    // The old manifest is parsed while the tree is walked: on a tree of small
+    // files both take about as long, and neither needs the other until hashing.
+    let (listing, previous) = std::thread::scope(|s| {
+        let reader = opts
+            .since
+            .as_deref()
+            .map(|p| s.spawn(move || Manifest::read_file(p)));
+        let listing = scan::list(&spec, progress);
+        let previous = reader
+            .map(|h| h.join().expect("manifest reader panicked"))
+            .transpose();
+        (listing, previous)
+    });
+    let previous = previous?;
+    let result = scan::hash(&spec, listing?, previous.as_ref(), progress);
+    // The summary and the manifest only read the entries: build both at once.
+    let (mut summary, written) = std::thread::scope(|s| {
+        let writer = opts
+            .output
+            .as_deref()
+            .map(|out| s.spawn(|| write_output(opts, &scope, out, &result.entries)));
+        let summary = summarize(&opts.root, &opts.layout, &result.entries);
+        let written = writer
+            .map(|h| h.join().expect("manifest writer panicked"))
+            .transpose();
+        (summary, written)
+    });
+    written?;
     summary.hashed = result.hashed;
     summary.reused = result.reused;
-
-    if let Some(out) = &opts.output {
-        let created = opts.now.clone().unwrap_or_else(now_rfc3339);
-        let scope_names = scope
-            .iter()
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect();
-        let header = Header::new(&opts.root, &opts.layout.name, created, scope_names);
-        let mut f = AtomicFile::create(out, 0o600, false)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
-        write_manifest(&mut w, &header, &result.entries)
-            .with_context(|| format!("cannot write manifest {}", out.display()))?;
-        w.into_inner().map_err(|e| e.into_error())?;
-        f.commit()
-            .with_context(|| format!("cannot write manifest {}", out.display()))?;
-        summary.manifest = Some(out.display().to_string());
-    }
+    summary.manifest = opts.output.as_ref().map(|o| o.display().to_string());
     Ok(Inventory {
         summary,
         entries: result.entries,
     })
+}
+
+fn write_output(
+    opts: &InventoryOptions,
+    scope: &[Vec<u8>],
+    out: &std::path::Path,
+    entries: &[Entry],
+) -> Result<()> {
+    let created = opts.now.clone().unwrap_or_else(now_rfc3339);
+    let scope_names = scope
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    let header = Header::new(&opts.root, &opts.layout.name, created, scope_names);
+    let mut f = AtomicFile::create(out, 0o600, false)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+    write_manifest(&mut w, &header, entries)
+        .with_context(|| format!("cannot write manifest {}", out.display()))?;
+    w.into_inner().map_err(|e| e.into_error())?;
+    f.commit()
+        .with_context(|| format!("cannot write manifest {}", out.display()))
 }
 
 pub fn now_rfc3339() -> String {

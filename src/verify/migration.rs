@@ -157,7 +157,6 @@ pub fn verify_migration(
         excludes: &excludes,
         area_of: &area,
         check_json: &no_json,
-        previous: None,
         threads,
         hash_files: true,
     };

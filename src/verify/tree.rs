@@ -75,7 +75,6 @@ pub fn verify_tree(opts: &TreeOptions, progress: &dyn Progress) -> Result<TreeRe
         excludes: &excludes,
         area_of: &area,
         check_json: &no_json,
-        previous: None,
         threads: opts.threads,
         hash_files: !opts.fast,
     };
