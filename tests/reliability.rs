@@ -1477,15 +1477,17 @@ fn source_with_a_datamig_entry_is_refused_before_writing() {
         err.contains("withdm") && err.contains("--exclude '.datamig/**'"),
         "{err}"
     );
-    assert_eq!(
-        if dest.exists() {
-            dir_names(&dest)
-        } else {
-            Vec::new()
-        },
-        Vec::<String>::new()
+    assert!(
+        !dest.exists(),
+        "the destination this run created is removed again when the run is refused"
     );
     assert_eq!(snapshot(&root), before);
+    // A destination that existed before the run is kept as it was.
+    std::fs::create_dir(&dest).unwrap();
+    std::fs::write(dest.join("keep.txt"), b"k").unwrap();
+    let (c, _, err) = datamig(archive_args(&root, "withdm", &dest));
+    assert_eq!(c, 2, "{err}");
+    assert_eq!(dir_names(&dest), vec!["keep.txt".to_string()]);
 }
 
 #[test]

@@ -160,15 +160,50 @@ pub fn sidecar(archive: &Path, suffix: &str) -> PathBuf {
 
 /// Create the destination directory (mode 0700) when missing.
 pub fn ensure_dest(dest: &Path) -> Result<()> {
+    create_dest(dest).map(CreatedDirs::keep)
+}
+
+/// Create `dest` (mode 0700) and any missing parents. The guard removes the
+/// directories this call created when it is dropped while they are still
+/// empty, so a run refused after this point leaves nothing behind; `keep`
+/// once something was written.
+pub fn create_dest(dest: &Path) -> Result<CreatedDirs> {
     if dest.is_dir() {
-        return Ok(());
+        return Ok(CreatedDirs(Vec::new()));
     }
+    let missing: Vec<PathBuf> = dest
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && std::fs::symlink_metadata(a).is_err())
+        .map(Path::to_path_buf)
+        .collect();
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dest)
-        .with_context(|| format!("cannot create destination directory {}", dest.display()))
+        .with_context(|| format!("cannot create destination directory {}", dest.display()))?;
+    Ok(CreatedDirs(missing))
+}
+
+/// Directories made by `create_dest`, deepest first.
+#[must_use]
+pub struct CreatedDirs(Vec<PathBuf>);
+
+impl CreatedDirs {
+    pub fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        // remove_dir fails on a non-empty directory: nothing written is lost.
+        for d in &self.0 {
+            if std::fs::remove_dir(d).is_err() {
+                break;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

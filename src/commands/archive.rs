@@ -13,8 +13,8 @@ use crate::archive::check::{CheckReport, check_archive};
 use crate::archive::remove::{Removal, remove_archived};
 use crate::archive::write::{put_bytes, resolve_positions, write_members};
 use crate::archive::{
-    EXTENSION, MANIFEST_MEMBER, MANIFEST_SIDECAR, SHA_SIDECAR, SUMS_MEMBER, Source, date_stamp,
-    ensure_dest, resolve_source, sidecar,
+    EXTENSION, MANIFEST_MEMBER, MANIFEST_SIDECAR, SHA_SIDECAR, SUMS_MEMBER, Source, create_dest,
+    date_stamp, resolve_source, sidecar,
 };
 use crate::atomic::AtomicFile;
 use crate::entry::{Entry, hex};
@@ -120,7 +120,8 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         None => date_stamp(opts.date.as_deref())?,
     };
     let dest = opts.dest.clone().unwrap_or_else(|| root.join("archive"));
-    ensure_dest(&dest)?;
+    // Removed again if the run stops before anything is written into it.
+    let created_dest = create_dest(&dest)?;
     for p in crate::atomic::sweep_stale_temps(&dest) {
         eprintln!(
             "datamig: removed {}, a temporary file left by a datamig run that was killed",
@@ -235,6 +236,7 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     // All three appear together or not at all, even if a signal arrives now.
     crate::atomic::commit_all(vec![m, s, out])
         .with_context(|| format!("cannot put {} in place", archive.display()))?;
+    created_dest.keep();
 
     let secrets = secrets_in(&opts.layout, &src, &entries)?;
     let flagged: Vec<PathNote> = entries
