@@ -139,11 +139,19 @@ impl AtomicFile {
                 dest.display()
             );
         }
+        AtomicFile::create_unchecked(dest, mode, no_clobber)
+    }
+
+    /// Like `create`, without looking for `dest` first: with `no_clobber`, the
+    /// commit's `renameat2(RENAME_NOREPLACE)` is then the only check. For
+    /// restores into a directory that started empty, where a clash is rare and
+    /// a `stat` per file is not.
+    pub fn create_unchecked(dest: &Path, mode: u32, no_clobber: bool) -> Result<AtomicFile> {
         let dir = parent_dir(dest);
         let name = dest.file_name().context("destination has no file name")?;
         let mut tmp_name = OsString::from(".");
         tmp_name.push(name);
-        tmp_name.push(format!("{TMP_INFIX}{}-{}", std::process::id(), unique()));
+        tmp_name.push(format!("{TMP_INFIX}{}-{}", own_pid(), unique()));
         let tmp = dir.join(tmp_name);
         // Created under the registry lock: a signal either sees it or stops us
         // before it exists.
@@ -179,12 +187,17 @@ impl AtomicFile {
     pub fn commit_unsynced(mut self) -> Result<()> {
         let f = self.file.take().expect("file open until commit");
         drop(f);
-        let r = std::fs::rename(&self.tmp, &self.dest);
+        let r = if self.no_clobber {
+            rename_noreplace(&self.tmp, &self.dest)
+        } else {
+            std::fs::rename(&self.tmp, &self.dest)
+                .with_context(|| format!("cannot rename into {}", self.dest.display()))
+        };
         if r.is_err() {
             let _ = std::fs::remove_file(&self.tmp);
         }
         unregister(&self.tmp);
-        r.with_context(|| format!("cannot rename into {}", self.dest.display()))
+        r
     }
 
     /// fsync, rename into place, fsync the directory.
@@ -283,6 +296,12 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot fsync directory {}", dir.display()))
+}
+
+/// This process's PID, asked once: every temporary name carries it.
+fn own_pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 fn unique() -> u64 {

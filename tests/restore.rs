@@ -489,6 +489,45 @@ fn hostile_members_are_refused_and_nothing_lands_outside_the_destination() {
 }
 
 #[test]
+fn members_named_twice_keep_the_first_copy_and_are_refused() {
+    let t = common::tempdir();
+    let mut tar = Vec::new();
+    member(&mut tar, b"dup.txt", MemberKind::File, None, b"first\n");
+    member(&mut tar, b"dup.txt", MemberKind::File, None, b"second\n");
+    member(&mut tar, b"d", MemberKind::Dir, None, b"");
+    member(
+        &mut tar,
+        b"d",
+        MemberKind::File,
+        None,
+        b"a file over a dir\n",
+    );
+    member(&mut tar, b"ok.txt", MemberKind::File, None, b"fine\n");
+    tar.extend_from_slice(&END_OF_ARCHIVE);
+    let archive = t.path().join("dups.tar.zst");
+    fs::write(&archive, zstd::bulk::compress(&tar, 3).unwrap()).unwrap();
+
+    let r = t.path().join("r");
+    let v = restore_json(&archive, &r, &[], 1);
+    let refused = archive_support::note_paths(&v, "refused");
+    assert_eq!(refused, ["dup.txt", "d"], "{v:#}");
+    let notes = v["refused"].to_string();
+    assert!(notes.contains("names it twice"), "{v:#}");
+    assert!(notes.contains("a directory is already there"), "{v:#}");
+    assert_eq!(fs::read(r.join("dup.txt")).unwrap(), b"first\n");
+    assert!(r.join("d").is_dir());
+    assert_eq!(fs::read(r.join("ok.txt")).unwrap(), b"fine\n");
+    assert!(temp_leftovers(&r).is_empty(), "{:?}", temp_leftovers(&r));
+
+    // With --overwrite the later copy of a file wins; a directory is never replaced.
+    let v = restore_json(&archive, &r, &["--overwrite"], 1);
+    assert_eq!(archive_support::note_paths(&v, "refused"), ["d"], "{v:#}");
+    assert_eq!(fs::read(r.join("dup.txt")).unwrap(), b"second\n");
+    assert!(r.join("d").is_dir());
+    assert!(temp_leftovers(&r).is_empty(), "{:?}", temp_leftovers(&r));
+}
+
+#[test]
 fn overwrite_never_follows_links_in_the_way() {
     let t = common::tempdir();
     let outside_file = t.path().join("outside");

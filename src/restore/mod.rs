@@ -514,11 +514,19 @@ fn write_file<R: std::io::Read>(
     expected: Option<&Entry>,
 ) -> Result<()> {
     let name = String::from_utf8_lossy(&h.path).into_owned();
-    if std::fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
+    // Without --overwrite the destination started empty, so anything in the
+    // way was put there by this archive; the no-replace rename at the end
+    // catches it, and the common case pays no `stat`.
+    if ctx.overwrite && std::fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
         refuse(ctx, &h.path, "a directory is already there".into());
         return Ok(());
     }
-    let mut out = match AtomicFile::create(dest, 0o600, !ctx.overwrite) {
+    let created = if ctx.overwrite {
+        AtomicFile::create(dest, 0o600, false)
+    } else {
+        AtomicFile::create_unchecked(dest, 0o600, true)
+    };
+    let mut out = match created {
         Ok(f) => f,
         Err(e) => {
             ctx.report.errors.push(PathNote {
@@ -544,7 +552,9 @@ fn write_file<R: std::io::Read>(
             }
             Ok(())
         })?;
+        // Only a trailing hole leaves the file short of its size.
         if write_err.is_none()
+            && logical < h.size
             && let Err(e) = f.set_len(h.size)
         {
             write_err = Some(e);
@@ -561,20 +571,18 @@ fn write_file<R: std::io::Read>(
         return Ok(()); // `out` dropped: the temporary file is removed
     }
     let got: [u8; 32] = hasher.finalize().into();
-    match expected.and_then(|e| e.sha256) {
-        Some(want) if want != got => {
-            ctx.report.corrupt.push(PathNote {
-                path: name,
-                note: format!(
-                    "sha256 {} but the manifest says {}; not restored",
-                    hex(&got),
-                    hex(&want)
-                ),
-            });
-            return Ok(());
-        }
-        Some(_) => {}
-        None => ctx.report.unverified.push(name.clone()),
+    if let Some(want) = expected.and_then(|e| e.sha256)
+        && want != got
+    {
+        ctx.report.corrupt.push(PathNote {
+            path: name,
+            note: format!(
+                "sha256 {} but the manifest says {}; not restored",
+                hex(&got),
+                hex(&want)
+            ),
+        });
+        return Ok(());
     }
     let f = out.file();
     if ctx.same_owner {
@@ -584,11 +592,24 @@ fn write_file<R: std::io::Read>(
     let _ = f.set_permissions(std::fs::Permissions::from_mode(h.mode));
     let _ = f.set_modified(to_system_time(h.mtime));
     if let Err(e) = out.commit_unsynced() {
-        ctx.report.errors.push(PathNote {
-            path: name,
-            note: format!("{e:#}"),
-        });
+        match std::fs::symlink_metadata(dest) {
+            Ok(m) if !ctx.overwrite && m.is_dir() => {
+                refuse(ctx, &h.path, "a directory is already there".into())
+            }
+            Ok(_) if !ctx.overwrite => refuse(
+                ctx,
+                &h.path,
+                "already exists (the archive names it twice?)".into(),
+            ),
+            _ => ctx.report.errors.push(PathNote {
+                path: name,
+                note: format!("{e:#}"),
+            }),
+        }
         return Ok(());
+    }
+    if expected.and_then(|e| e.sha256).is_none() {
+        ctx.report.unverified.push(name);
     }
     ctx.restored_files.insert(h.path.clone());
     ctx.report.files += 1;
