@@ -6,6 +6,9 @@
 //! The last frame is a zstd *skippable* frame (ignored by `zstd -d`) holding a
 //! small index so `datamig list` finds the embedded manifest from the tail.
 
+mod prefetch;
+pub use prefetch::Prefetched;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -385,6 +388,9 @@ pub struct FrameReader<F> {
     len: u64,
     next: u64,
     window: Vec<u8>,
+    /// Bytes at the start of `window` already read from the file at `next`
+    /// (what the previous read fetched beyond its frame).
+    carried: usize,
     out: Vec<u8>,
     at: usize,
     dctx: zstd::bulk::Decompressor<'static>,
@@ -407,6 +413,7 @@ impl<F: std::os::unix::fs::FileExt> FrameReader<F> {
             len,
             next: start,
             window: vec![0u8; MAX_COMPRESSED_FRAME],
+            carried: 0,
             out: Vec::with_capacity(FRAME_MAX),
             at: 0,
             dctx: zstd::bulk::Decompressor::new()?,
@@ -426,8 +433,8 @@ impl<F: std::os::unix::fs::FileExt> FrameReader<F> {
             // Read a small window first and grow it only when the frame needs
             // more, so reaching one small member reads little of the file.
             let max = ((self.len - self.next) as usize).min(self.window.len());
-            let mut want = max.min(FIRST_READ);
-            let mut got = 0;
+            let mut got = std::mem::take(&mut self.carried).min(max);
+            let mut want = max.min(FIRST_READ).max(got);
             loop {
                 while got < want {
                     let n = self
@@ -471,12 +478,19 @@ impl<F: std::os::unix::fs::FileExt> FrameReader<F> {
             self.next += size as u64;
             self.consumed += size as u64;
             let magic = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes"));
-            if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
-                continue; // skippable frame (our index)
+            let skippable = magic & 0xFFFF_FFF0 == 0x184D_2A50; // our index
+            if !skippable {
+                self.out.clear();
+                if let Err(e) = self.dctx.decompress_to_buffer(&buf[..size], &mut self.out) {
+                    return Err(damaged(self, format!("cannot decode: {e}")));
+                }
             }
-            self.out.clear();
-            if let Err(e) = self.dctx.decompress_to_buffer(&buf[..size], &mut self.out) {
-                return Err(damaged(self, format!("cannot decode: {e}")));
+            // Keep what was read past this frame: the next frame starts there,
+            // so a sequential read fetches every byte of the file once.
+            self.window.copy_within(size..got, 0);
+            self.carried = got - size;
+            if skippable {
+                continue;
             }
             self.current_frame = offset;
             self.at = 0;

@@ -1560,16 +1560,35 @@ fn sigkill_during_restore_leaves_only_complete_files_under_final_names() {
     }
     assert!(complete < 400, "the restore finished before SIGKILL");
 
-    // A second restore over it: --overwrite, then every file matches.
+    let leftovers = temps_under(&r);
+    assert!(
+        !leftovers.is_empty(),
+        "the killed run left no temporary file"
+    );
+
+    // A second restore over it: --overwrite, then every file matches and the
+    // killed run's temporaries are gone, each one named in the report.
     let (c, out, err) = datamig([
         OsStr::new("restore"),
         archive.as_os_str(),
         OsStr::new("--to"),
         r.as_os_str(),
         OsStr::new("--overwrite"),
+        OsStr::new("--json"),
         OsStr::new("-q"),
     ]);
     assert_eq!(c, 0, "{err}{}", String::from_utf8_lossy(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let mut removed: Vec<String> = v["removed_temps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect();
+    removed.sort();
+    let mut leftovers = leftovers;
+    leftovers.sort();
+    assert_eq!(removed, leftovers, "{v:#}");
     for (rel, k) in walk_tree(&src) {
         if k == FileKind::File {
             assert_eq!(
@@ -1578,11 +1597,11 @@ fn sigkill_during_restore_leaves_only_complete_files_under_final_names() {
             );
         }
     }
-    // What is left besides the tree: only the killed run's temporaries
-    // (restore does not sweep them; see docs/RELIABILITY.md).
-    let mut rest = walk_tree(&r);
-    rest.retain(|rel, _| !has_tmp_infix(rel.rsplit(|&b| b == b'/').next().unwrap()));
-    assert_eq!(rest, walk_tree(&src), "DIR differs from the source");
+    assert_eq!(
+        walk_tree(&r),
+        walk_tree(&src),
+        "DIR differs from the source"
+    );
 }
 
 /// Two `archive` runs at once for the same name: whichever way the race goes

@@ -19,7 +19,7 @@ use crate::archive::write::hash_zeros;
 use crate::archive::{MANIFEST_SIDECAR, sidecar};
 use crate::atomic::AtomicFile;
 use crate::entry::{Entry, Kind, hex};
-use crate::frames::{FrameReader, read_index};
+use crate::frames::{FrameReader, Prefetched, read_index};
 use crate::layout::is_under;
 use crate::manifest::Manifest;
 use crate::progress::Progress;
@@ -62,6 +62,9 @@ pub struct RestoreReport {
     /// In the manifest (and asked for) but not found in the archive.
     pub missing: Vec<String>,
     pub errors: Vec<PathNote>,
+    /// With --overwrite: temporary files of killed datamig runs found in the
+    /// directories this restore wrote into, and removed.
+    pub removed_temps: Vec<String>,
 }
 
 impl RestoreReport {
@@ -82,6 +85,8 @@ struct Ctx<'a> {
     restored_files: HashSet<Vec<u8>>,
     /// Parent directories already checked (not symlinks) in this run.
     known_dirs: HashSet<Vec<u8>>,
+    /// Directories already swept of dead runs' temporary files (--overwrite).
+    swept: HashSet<PathBuf>,
     /// Directory metadata applied last (children change a directory's mtime).
     dirs: Vec<(PathBuf, u32, u64, u64, i64)>,
     report: RestoreReport,
@@ -127,6 +132,7 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
         overwrite: opts.overwrite,
         restored_files: HashSet::new(),
         known_dirs: HashSet::new(),
+        swept: HashSet::new(),
         dirs: Vec::new(),
         report: RestoreReport {
             report: "restore",
@@ -145,7 +151,8 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
     if opts.paths.is_empty() {
         let total = manifest.as_ref().map(|m| m.trailer.bytes);
         progress.phase("restoring", total);
-        let mut tar = TarReader::new(FrameReader::new(file, len, 0)?);
+        // Frames are decoded on a second thread while this one writes files.
+        let mut tar = TarReader::new(Prefetched::new(file, len, 0)?);
         loop {
             match tar.next_member() {
                 Ok(Some(found)) => {
@@ -391,6 +398,9 @@ fn member<R: std::io::Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Found)
             return Ok(());
         }
     };
+    if ctx.overwrite {
+        sweep_parent(ctx, &dest);
+    }
     let name = String::from_utf8_lossy(&h.path).into_owned();
     match h.kind {
         MemberKind::Dir => {
@@ -478,6 +488,23 @@ fn member<R: std::io::Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Found)
         }
     }
     Ok(())
+}
+
+/// A restore killed by SIGKILL leaves the temporary file of the member it was
+/// writing; the re-run (which needs --overwrite, DIR being non-empty) removes
+/// those of dead runs from each directory it writes into.
+fn sweep_parent(ctx: &mut Ctx, dest: &Path) {
+    let Some(dir) = dest.parent() else { return };
+    if ctx.swept.contains(dir) {
+        return;
+    }
+    for p in crate::atomic::sweep_stale_temps(dir) {
+        let rel = p.strip_prefix(&ctx.to).unwrap_or(&p);
+        ctx.report
+            .removed_temps
+            .push(rel.to_string_lossy().into_owned());
+    }
+    ctx.swept.insert(dir.to_path_buf());
 }
 
 fn strip_dot_slash(p: &mut Vec<u8>) {
