@@ -527,6 +527,52 @@ fn members_named_twice_keep_the_first_copy_and_are_refused() {
     assert!(temp_leftovers(&r).is_empty(), "{:?}", temp_leftovers(&r));
 }
 
+/// A `.tar.zst` that datamig did not make (one zstd frame holding more than
+/// datamig's 4 MiB frames, as `tar --zstd` writes) is restored as one stream,
+/// with the same path checks; without a manifest every file is unverified.
+#[test]
+fn a_foreign_single_frame_tar_zst_is_restored_as_one_stream() {
+    let t = common::tempdir();
+    let big: Vec<u8> = (0u32..(6 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut tar = Vec::new();
+    member(&mut tar, b"data", MemberKind::Dir, None, b"");
+    member(&mut tar, b"data/big.bin", MemberKind::File, None, &big);
+    member(
+        &mut tar,
+        b"data/small.txt",
+        MemberKind::File,
+        None,
+        b"small\n",
+    );
+    member(&mut tar, b"../escape", MemberKind::File, None, b"no\n");
+    tar.extend_from_slice(&END_OF_ARCHIVE);
+    let archive = t.path().join("foreign.tar.zst");
+    let z = zstd::stream::encode_all(&tar[..], 3).unwrap();
+    assert_eq!(
+        zstd::zstd_safe::find_frame_compressed_size(&z).ok(),
+        Some(z.len()),
+        "one frame"
+    );
+    assert!(tar.len() > 4 << 20, "the frame holds more than 4 MiB");
+    fs::write(&archive, &z).unwrap();
+
+    let r = t.path().join("r");
+    let v = restore_json(&archive, &r, &[], 1);
+    assert_eq!(v["manifest"], "none", "{v:#}");
+    assert_eq!(v["files"].as_u64(), Some(2), "{v:#}");
+    assert_eq!(archive_support::note_paths(&v, "refused"), ["../escape"]);
+    assert_eq!(
+        strings(&v, "unverified"),
+        ["data/big.bin", "data/small.txt"]
+    );
+    assert_eq!(v["archive_bytes_read"].as_u64(), Some(z.len() as u64));
+    assert!(fs::read(r.join("data/big.bin")).unwrap() == big);
+    assert_eq!(fs::read(r.join("data/small.txt")).unwrap(), b"small\n");
+    assert!(!t.path().join("escape").exists());
+}
+
 #[test]
 fn overwrite_never_follows_links_in_the_way() {
     let t = common::tempdir();

@@ -3,6 +3,7 @@
 //! place; members that would land outside the destination are refused.
 
 pub mod paths;
+mod source;
 
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
@@ -19,7 +20,7 @@ use crate::archive::write::hash_zeros;
 use crate::archive::{MANIFEST_SIDECAR, sidecar};
 use crate::atomic::AtomicFile;
 use crate::entry::{Entry, Kind, hex};
-use crate::frames::{FrameReader, Prefetched, read_index};
+use crate::frames::{FrameReader, read_index};
 use crate::layout::is_under;
 use crate::manifest::Manifest;
 use crate::progress::Progress;
@@ -151,8 +152,7 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
     if opts.paths.is_empty() {
         let total = manifest.as_ref().map(|m| m.trailer.bytes);
         progress.phase("restoring", total);
-        // Frames are decoded on a second thread while this one writes files.
-        let mut tar = TarReader::new(Prefetched::new(file, len, 0)?);
+        let mut tar = TarReader::new(source::TarSource::open(file, len)?);
         loop {
             match tar.next_member() {
                 Ok(Some(found)) => {
@@ -179,7 +179,7 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
                 }
             }
         }
-        ctx.report.archive_bytes_read += tar.get_ref().read_bytes;
+        ctx.report.archive_bytes_read += tar.get_ref().read_bytes();
         if let Some(m) = &manifest {
             for e in m.entries.iter().filter(|e| e.pos.is_some()) {
                 let restored = match e.kind {

@@ -1,0 +1,69 @@
+//! Where a whole-archive restore reads its tar stream from.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+
+use anyhow::Result;
+
+use crate::frames::{FRAME_MAX, Prefetched};
+
+pub enum TarSource {
+    /// datamig's independent frames, decoded ahead on a second thread.
+    Frames(Prefetched),
+    /// Any other zstd stream (`tar --zstd`, `zstd` on a tar file: one frame of
+    /// any size), decoded as one stream.
+    Stream(Box<zstd::stream::read::Decoder<'static, BufReader<Counted>>>),
+}
+
+impl TarSource {
+    /// Frame by frame when the first frame declares at most `FRAME_MAX`
+    /// bytes, as every frame datamig writes does (so a datamig archive that
+    /// lost its tail is still checked frame by frame, each frame's checksum
+    /// before any of its bytes is used); anything else as a plain zstd stream.
+    pub fn open(mut file: File, len: u64) -> Result<TarSource> {
+        let mut head = [0u8; 18]; // the largest zstd frame header
+        let n = file.read_at(&mut head, 0)?;
+        let framed = matches!(
+            zstd::zstd_safe::get_frame_content_size(&head[..n]),
+            Ok(Some(size)) if size <= FRAME_MAX as u64
+        );
+        if framed {
+            return Ok(TarSource::Frames(Prefetched::new(file, len, 0)?));
+        }
+        file.seek(SeekFrom::Start(0))?;
+        let counted = Counted { file, n: 0 };
+        let d = zstd::stream::read::Decoder::new(counted)?;
+        Ok(TarSource::Stream(Box::new(d)))
+    }
+
+    /// Bytes read from the archive file so far.
+    pub fn read_bytes(&self) -> u64 {
+        match self {
+            TarSource::Frames(p) => p.read_bytes,
+            TarSource::Stream(d) => d.get_ref().get_ref().n,
+        }
+    }
+}
+
+impl Read for TarSource {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            TarSource::Frames(p) => p.read(buf),
+            TarSource::Stream(d) => d.read(buf),
+        }
+    }
+}
+
+pub struct Counted {
+    file: File,
+    n: u64,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.file.read(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+}
