@@ -265,7 +265,13 @@ impl<'a> Walker<'a> {
             if self.excluded(start) {
                 continue;
             }
-            let raw = match std::fs::symlink_metadata(&abs) {
+            // A start named on the command line is followed when it is a
+            // symlink to a directory, as the root is; nothing under it is.
+            let meta = std::fs::symlink_metadata(&abs).map(|m| match std::fs::metadata(&abs) {
+                Ok(target) if m.file_type().is_symlink() && target.is_dir() => target,
+                _ => m,
+            });
+            let raw = match meta {
                 Ok(m) => from_meta(self.spec, abs.clone(), start.clone(), &m),
                 Err(e) => self.stat_error(abs.clone(), start.clone(), &e),
             };

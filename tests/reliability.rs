@@ -647,6 +647,44 @@ fn root_that_is_a_symlink_to_a_directory_is_scanned_through_it() {
             .all(|p| !p.starts_with('/') && !p.contains("real-root")),
         "{paths:?}"
     );
+
+    // An area named on the command line that is itself a symlink to a
+    // directory is followed like the root; a symlink under it is not.
+    let elsewhere = t.path().join("projects-disk");
+    write(&elsewhere, "p1/README.md", b"p1\n");
+    symlink(t.path().join("outside"), elsewhere.join("p1/link")).unwrap();
+    symlink(&elsewhere, real.join("projects")).unwrap();
+    let (c, _, err) = datamig([
+        OsStr::new("--root"),
+        real.as_os_str(),
+        OsStr::new("inventory"),
+        OsStr::new("projects"),
+        OsStr::new("-q"),
+        OsStr::new("-o"),
+        m.as_os_str(),
+    ]);
+    assert!(c == 0 || c == 1, "{err}");
+    let ml = common::ManifestLines::read(&m);
+    let by = ml.by_path();
+    let kinds: Vec<(String, String)> = by
+        .iter()
+        .map(|(p, v)| {
+            (
+                String::from_utf8_lossy(p).into_owned(),
+                v["type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("projects", "dir"),
+        ("projects/p1", "dir"),
+        ("projects/p1/README.md", "file"),
+        ("projects/p1/link", "symlink"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(kinds, want);
 }
 
 // ---------------------------------------------------------------------------
