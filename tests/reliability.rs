@@ -1318,6 +1318,96 @@ fn backup_lock_of_a_sigkilled_holder_does_not_block_the_next_run() {
     assert_eq!(temps_under(&dest), Vec::<String>::new());
 }
 
+/// SIGKILL in the middle of the nightly backup: the temporary archive stays,
+/// but retention never counts it, no final name appears, the lock does not
+/// block the next night, and that run sweeps the leftover.
+#[test]
+fn sigkill_mid_backup_leaves_a_temp_that_retention_ignores_and_the_next_night_sweeps() {
+    let t = common::tempdir();
+    let root = t.path().join("data");
+    write(&root, "instances/a/preferences.json", b"{\"name\":\"a\"}\n");
+    write(&root, "instances/a/random.bin", &prng_bytes(7, 8 << 20));
+    let dest = t.path().join("backups");
+    let backup = |now: &str, extra: &[&str]| -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![
+            "--root".into(),
+            root.clone().into(),
+            "backup".into(),
+            "-q".into(),
+            "--dest".into(),
+            dest.clone().into(),
+            "--now".into(),
+            now.into(),
+        ];
+        a.extend(extra.iter().map(OsString::from));
+        a
+    };
+    let (c, _, err) = datamig(backup("2025-12-19T02:00:00Z", &[]));
+    assert_eq!(c, 0, "{err}");
+    let first = dest.join("v2-data-20251219-020000.tar.zst");
+    let first_bytes = fs::read(&first).unwrap();
+
+    // An all-hole file whose zeros take seconds to hash keeps the next run busy.
+    File::create(root.join("instances/a/hole.bin"))
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    let mut c = common::cmd(backup("2025-12-20T02:00:00Z", &[]));
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let find_tmp = || -> Option<PathBuf> {
+        fs::read_dir(&dest)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .find_map(|e| {
+                (has_tmp_infix(e.file_name().as_bytes()) && e.metadata().is_ok_and(|m| m.len() > 0))
+                    .then(|| e.path())
+            })
+    };
+    wait_for(&mut child, "a temporary backup archive with data", || {
+        find_tmp().is_some()
+    });
+    kill(child.id(), libc::SIGKILL);
+    wait_exit(&mut child);
+    let leftover = find_tmp().expect("SIGKILL leaves the temporary archive");
+    let second = dest.join("v2-data-20251220-020000.tar.zst");
+    assert!(!second.exists(), "a final name after SIGKILL");
+
+    // Retention sees one backup; the leftover is neither kept nor removed.
+    let mut args = backup("2025-12-21T02:00:00Z", &["--dry-run", "--keep-last", "1"]);
+    args.push("--json".into());
+    let (c, out, err) = datamig(&args);
+    assert_eq!(c, 0, "{err}");
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        v["kept"],
+        serde_json::json!(["v2-data-20251219-020000.tar.zst"]),
+        "{v:#}"
+    );
+    assert_eq!(v["removed"], serde_json::json!([]), "{v:#}");
+    assert!(!v.to_string().contains(".datamig-tmp-"), "{v:#}");
+    assert!(leftover.exists(), "a dry run removed something");
+
+    // The next night (the big file gone): the lock is free, the leftover is
+    // swept, the earlier backup is untouched and both verify.
+    fs::remove_file(root.join("instances/a/hole.bin")).unwrap();
+    let (c, _, err) = datamig(backup("2025-12-20T02:00:00Z", &[]));
+    assert_eq!(c, 0, "{err}");
+    assert!(
+        err.contains("left by a datamig run that was killed"),
+        "{err}"
+    );
+    assert!(!leftover.exists());
+    assert_eq!(temps_under(&dest), Vec::<String>::new());
+    assert_eq!(fs::read(&first).unwrap(), first_bytes);
+    for a in [&first, &second] {
+        let (c, _, err) = datamig([OsStr::new("verify"), a.as_os_str(), OsStr::new("-q")]);
+        assert_eq!(c, 0, "{}: {err}", a.display());
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 8. Deep and long paths
 
