@@ -1133,27 +1133,29 @@ fn backup_on_a_full_destination_or_interrupted_keeps_earlier_backups_and_leaves_
     );
     assert_eq!(temps_under(&dest), Vec::<String>::new());
 
-    // SIGTERM while the archive is being written: an 8 GiB sparse file keeps
-    // the run busy (hashing its holes) for seconds.
-    File::create(root.join("instances/a/sparse.bin"))
-        .unwrap()
-        .set_len(8 << 30)
-        .unwrap();
-    let mut child = common::cmd(args("2025-12-22T02:00:00Z"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let d2 = dest.clone();
-    wait_for(&mut child, "a temporary backup file", || {
-        !temps_under(&d2).is_empty()
-    });
-    kill(child.id(), libc::SIGTERM);
-    let st = wait_exit(&mut child);
-    assert_eq!(st.code(), Some(143), "{st}");
-    assert_eq!(snap(&dest), before, "an interrupted backup left files");
-    fs::remove_file(root.join("instances/a/sparse.bin")).unwrap();
-    assert_eq!(temps_under(&dest), Vec::<String>::new());
+    // SIGTERM and SIGINT while the archive is being written: an 8 GiB sparse
+    // file keeps the run busy (hashing its holes) for seconds.
+    for (sig, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+        File::create(root.join("instances/a/sparse.bin"))
+            .unwrap()
+            .set_len(8 << 30)
+            .unwrap();
+        let mut child = common::cmd(args("2025-12-22T02:00:00Z"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let d2 = dest.clone();
+        wait_for(&mut child, "a temporary backup file", || {
+            !temps_under(&d2).is_empty()
+        });
+        kill(child.id(), sig);
+        let st = wait_exit(&mut child);
+        assert_eq!(st.code(), Some(code), "signal {sig}: {st}");
+        assert_eq!(snap(&dest), before, "an interrupted backup left files");
+        fs::remove_file(root.join("instances/a/sparse.bin")).unwrap();
+        assert_eq!(temps_under(&dest), Vec::<String>::new());
+    }
 
     // The next run is not blocked by the killed run's lock.
     let (c, _, err) = datamig(args("2025-12-23T02:00:00Z"));
