@@ -81,7 +81,8 @@ pub struct RestoreArgs {
     /// Only these files or directories (paths inside the archive)
     #[arg(value_name = "PATH")]
     pub paths: Vec<String>,
-    /// Restore into a non-empty DIR, replacing files that are in the way
+    /// Restore into a non-empty DIR, replacing files that are in the way and
+    /// removing temporary files a killed datamig run left there
     #[arg(long)]
     pub overwrite: bool,
     /// Do not restore owners (they are restored by default when run as root)

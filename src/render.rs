@@ -405,11 +405,7 @@ pub fn restore(w: &mut dyn Write, r: &crate::restore::RestoreReport) -> io::Resu
         human_bytes(r.archive_bytes_read),
         human_bytes(r.archive_size)
     )?;
-    notes(
-        w,
-        "Refused (would land outside the destination, or not in the manifest)",
-        &r.refused,
-    )?;
+    notes(w, "Refused (not written; each with its reason)", &r.refused)?;
     notes(
         w,
         "Corrupt: content does not match the manifest, NOT restored",
@@ -423,6 +419,12 @@ pub fn restore(w: &mut dyn Write, r: &crate::restore::RestoreReport) -> io::Resu
     )?;
     list(w, "Missing from the archive", &r.missing, |p| p.clone())?;
     notes(w, "Errors", &r.errors)?;
+    list(
+        w,
+        "Removed temporary files left by a killed datamig run",
+        &r.removed_temps,
+        |p| p.clone(),
+    )?;
     if r.clean() {
         writeln!(w, "\nResult: clean, every file matched its manifest.")
     } else {
