@@ -250,9 +250,12 @@ struct Walker<'a> {
 
 impl<'a> Walker<'a> {
     fn excluded(&self, rel: &[u8]) -> bool {
-        self.spec
-            .excludes
-            .is_match(std::ffi::OsStr::from_bytes(rel))
+        // Matching builds a candidate (an allocation) even for an empty set.
+        !self.spec.excludes.is_empty()
+            && self
+                .spec
+                .excludes
+                .is_match(std::ffi::OsStr::from_bytes(rel))
     }
 
     fn start<'s>(&'s self, s: &rayon::Scope<'s>, starts: &[Vec<u8>]) {
