@@ -53,6 +53,17 @@ fn temps_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A temporary file of a datamig run in `dir` that already holds data.
+fn temp_with_data(dir: &Path) -> Option<PathBuf> {
+    fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find_map(|e| {
+            (has_tmp_infix(e.file_name().as_bytes()) && e.metadata().is_ok_and(|m| m.len() > 0))
+                .then(|| e.path())
+        })
+}
+
 /// Content (or link target) of every entry under `dir`, to prove a source
 /// was left untouched.
 fn snapshot(dir: &Path) -> BTreeMap<Vec<u8>, (FileKind, Vec<u8>)> {
@@ -393,15 +404,7 @@ fn sigkill_mid_archive_leaves_a_temp_that_is_never_read_and_the_next_run_succeed
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
-    let find_tmp = || -> Option<PathBuf> {
-        fs::read_dir(&dest)
-            .ok()?
-            .filter_map(|e| e.ok())
-            .find_map(|e| {
-                (has_tmp_infix(e.file_name().as_bytes()) && e.metadata().is_ok_and(|m| m.len() > 0))
-                    .then(|| e.path())
-            })
-    };
+    let find_tmp = || temp_with_data(&dest);
     wait_for(&mut child, "a temporary archive with data", || {
         find_tmp().is_some()
     });
@@ -1359,15 +1362,7 @@ fn sigkill_mid_backup_leaves_a_temp_that_retention_ignores_and_the_next_night_sw
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
-    let find_tmp = || -> Option<PathBuf> {
-        fs::read_dir(&dest)
-            .ok()?
-            .filter_map(|e| e.ok())
-            .find_map(|e| {
-                (has_tmp_infix(e.file_name().as_bytes()) && e.metadata().is_ok_and(|m| m.len() > 0))
-                    .then(|| e.path())
-            })
-    };
+    let find_tmp = || temp_with_data(&dest);
     wait_for(&mut child, "a temporary backup archive with data", || {
         find_tmp().is_some()
     });
