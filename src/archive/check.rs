@@ -129,28 +129,17 @@ pub fn check_archive_with(
                 &mut std::io::sink(),
             );
             if !matches!(skipped, Ok(n) if n == start.offset_in_frame) {
-                if let Some(d) = fr.damage.clone() {
-                    match damaged_resume(
-                        &mut report,
-                        entries,
-                        &mut seen,
-                        &restarts,
-                        &d,
-                        len,
-                        last_good.as_deref(),
-                    ) {
-                        Some(r) => {
-                            start = r;
-                            continue 'segments;
-                        }
-                        None => break 'segments,
+                let failure = Failure {
+                    damage: fr.damage.clone(),
+                    why: "the archive ends early".into(),
+                };
+                match failure.resume(&mut report, entries, &mut seen, &restarts, len, &last_good) {
+                    Some(r) => {
+                        start = r;
+                        continue 'segments;
                     }
+                    None => break 'segments,
                 }
-                report.stream.push(format!(
-                    "the archive ends early; last intact member: {}",
-                    last_good.as_deref().unwrap_or("(none)")
-                ));
-                break;
             }
         }
         let mut tar = TarReader::new(fr);
@@ -160,29 +149,24 @@ pub fn check_archive_with(
                 Ok(Some(name)) => last_good = Some(name),
                 Ok(None) => break 'segments,
                 Err(e) => {
-                    let fr = tar.into_inner();
-                    if let Some(d) = fr.damage.clone() {
-                        match damaged_resume(
-                            &mut report,
-                            entries,
-                            &mut seen,
-                            &restarts,
-                            &d,
-                            len,
-                            last_good.as_deref(),
-                        ) {
-                            Some(r) => {
-                                start = r;
-                                continue 'segments;
-                            }
-                            None => break 'segments,
+                    let failure = Failure {
+                        damage: tar.into_inner().damage,
+                        why: format!("{e:#}"),
+                    };
+                    match failure.resume(
+                        &mut report,
+                        entries,
+                        &mut seen,
+                        &restarts,
+                        len,
+                        &last_good,
+                    ) {
+                        Some(r) => {
+                            start = r;
+                            continue 'segments;
                         }
+                        None => break 'segments,
                     }
-                    report.stream.push(format!(
-                        "{e:#}; last intact member: {}",
-                        last_good.as_deref().unwrap_or("(none)")
-                    ));
-                    break 'segments;
                 }
             }
         }
@@ -205,6 +189,38 @@ pub fn check_archive_with(
 
 /// Record a damaged frame: every member not yet seen that starts before the
 /// next entry point is damaged. Returns where to resume, if anywhere.
+/// Why reading stopped: a damaged frame (reading can resume after it), or
+/// anything else (the end of what can be checked).
+struct Failure {
+    damage: Option<Damage>,
+    why: String,
+}
+
+impl Failure {
+    /// Where to resume, or `None` to stop; either way the report says what
+    /// happened.
+    fn resume(
+        self,
+        report: &mut CheckReport,
+        entries: &[Entry],
+        seen: &mut [bool],
+        restarts: &[Restart],
+        len: u64,
+        last_good: &Option<String>,
+    ) -> Option<Restart> {
+        let last_good = last_good.as_deref();
+        if let Some(d) = &self.damage {
+            return damaged_resume(report, entries, seen, restarts, d, len, last_good);
+        }
+        report.stream.push(format!(
+            "{}; last intact member: {}",
+            self.why,
+            last_good.unwrap_or("(none)")
+        ));
+        None
+    }
+}
+
 fn damaged_resume(
     report: &mut CheckReport,
     entries: &[Entry],
