@@ -456,37 +456,49 @@ fn sigkill_mid_archive_leaves_a_temp_that_is_never_read_and_the_next_run_succeed
     assert_eq!(fs::read(big.join("a-random.bin")).unwrap(), random_before);
 }
 
-/// SIGINT and SIGTERM during a restore of many files: exit 128+N, no
-/// temporary file under DIR, and every file that is there is complete.
-#[test]
-fn sigint_and_sigterm_during_restore_leave_no_temp_files() {
-    let t = common::tempdir();
-    let root = t.path().join("root");
+/// 400 files of 256 KiB in 20 directories under `root/many`, archived: a
+/// restore of it runs long enough to be interrupted. Returns (source, archive).
+fn many_files_archive(t: &Path, seed: u64) -> (PathBuf, PathBuf) {
+    let root = t.join("root");
     let src = root.join("many");
     for i in 0..400 {
         write(
             &src,
             &format!("d{:02}/f{i:04}.bin", i % 20),
-            &prng_bytes(i, 256 << 10),
+            &prng_bytes(seed + i, 256 << 10),
         );
     }
-    let archive = make_archive(&root, "many", &t.path().join("out"));
+    let archive = make_archive(&root, "many", &t.join("out"));
+    (src, archive)
+}
+
+/// Start `restore ARCHIVE --to r -q` and return once it has a temporary file
+/// under `r` (it is writing a member).
+fn restore_until_a_temp_exists(archive: &Path, r: &Path, stderr: Stdio) -> std::process::Child {
+    let mut c = common::cmd([
+        OsStr::new("restore"),
+        archive.as_os_str(),
+        OsStr::new("--to"),
+        r.as_os_str(),
+        OsStr::new("-q"),
+    ]);
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+    let mut child = c.spawn().unwrap();
+    wait_for(&mut child, "a temporary file under DIR", || {
+        !temps_under(r).is_empty()
+    });
+    child
+}
+
+/// SIGINT and SIGTERM during a restore of many files: exit 128+N, no
+/// temporary file under DIR, and every file that is there is complete.
+#[test]
+fn sigint_and_sigterm_during_restore_leave_no_temp_files() {
+    let t = common::tempdir();
+    let (src, archive) = many_files_archive(t.path(), 0);
     for (sig, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
         let r = t.path().join(format!("r-{name}"));
-        let mut c = common::cmd([
-            OsStr::new("restore"),
-            archive.as_os_str(),
-            OsStr::new("--to"),
-            r.as_os_str(),
-            OsStr::new("-q"),
-        ]);
-        c.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        wait_for(&mut child, "a temporary file under DIR", || {
-            !temps_under(&r).is_empty()
-        });
+        let mut child = restore_until_a_temp_exists(&archive, &r, Stdio::piped());
         kill(child.id(), sig);
         let st = wait_exit(&mut child);
         let mut err = String::new();
@@ -1642,31 +1654,9 @@ fn list_and_restore_of_a_missing_archive_exit_2_naming_it() {
 #[test]
 fn sigkill_during_restore_leaves_only_complete_files_under_final_names() {
     let t = common::tempdir();
-    let root = t.path().join("root");
-    let src = root.join("many");
-    for i in 0..400 {
-        write(
-            &src,
-            &format!("d{:02}/f{i:04}.bin", i % 20),
-            &prng_bytes(1000 + i, 256 << 10),
-        );
-    }
-    let archive = make_archive(&root, "many", &t.path().join("out"));
+    let (src, archive) = many_files_archive(t.path(), 1000);
     let r = t.path().join("r");
-    let mut c = common::cmd([
-        OsStr::new("restore"),
-        archive.as_os_str(),
-        OsStr::new("--to"),
-        r.as_os_str(),
-        OsStr::new("-q"),
-    ]);
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = c.spawn().unwrap();
-    wait_for(&mut child, "a temporary file under DIR", || {
-        !temps_under(&r).is_empty()
-    });
+    let mut child = restore_until_a_temp_exists(&archive, &r, Stdio::null());
     kill(child.id(), libc::SIGKILL);
     wait_exit(&mut child);
     let got = walk_tree(&r);
