@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, symlink};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -17,27 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use archive_support::*;
-use common::{FileKind, ManifestLines, awk, rel_join, walk_tree};
+use common::{FileKind, ManifestLines, awk, rel_join, small_tree, walk_tree, write};
 use serde_json::Value;
 
 const DATE: &str = "20251225";
-
-fn write(root: &Path, rel: &str, bytes: &[u8]) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(&p, bytes).unwrap();
-}
-
-/// A small ordinary tree: nested files, an empty dir, a symlink, a hard-link pair.
-fn small_tree(dir: &Path) {
-    write(dir, "a.txt", b"alpha\n");
-    write(dir, "sub/b.txt", b"bravo\n");
-    write(dir, "sub/deeper/c.txt", b"charlie\n");
-    fs::create_dir_all(dir.join("empty")).unwrap();
-    symlink("a.txt", dir.join("link-to-a")).unwrap();
-    write(dir, "h1.txt", b"hard linked\n");
-    fs::hard_link(dir.join("h1.txt"), dir.join("h2.txt")).unwrap();
-}
 
 /// Snapshot of a tree: every entry with kind, and file bytes / link targets.
 fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, (FileKind, Vec<u8>)> {

@@ -12,16 +12,11 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::write;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
 const LOCK: &str = ".datamig-backup.lock";
-
-fn write(root: &Path, rel: &str, bytes: &[u8]) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(&p, bytes).unwrap();
-}
 
 /// A small V2 data root: a few areas of the `v2` target, plus things outside it.
 fn v2_root(dir: &Path) -> PathBuf {

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use archive_support::{dir_names, prng_bytes};
-use common::{FileKind, code, datamig, output_within, walk_tree};
+use common::{FileKind, code, datamig, output_within, walk_tree, write};
 use datamig::tarfmt::{END_OF_ARCHIVE, MemberHeader, MemberKind, encode_header, padding};
 use serde_json::Value;
 
@@ -30,12 +30,6 @@ const TMP: &[u8] = b".datamig-tmp-";
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-fn write(root: &Path, rel: &str, bytes: &[u8]) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(&p, bytes).unwrap();
-}
 
 fn has_tmp_infix(name: &[u8]) -> bool {
     name.windows(TMP.len()).any(|w| w == TMP)

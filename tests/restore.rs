@@ -14,7 +14,7 @@ use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 
 use archive_support::{dir_names, mode_of, prng_bytes, zstd_frames};
-use common::{FileKind, ManifestLines, awk, rel_join, walk_tree};
+use common::{FileKind, ManifestLines, awk, rel_join, walk_tree, write};
 use datamig::tarfmt::{END_OF_ARCHIVE, MemberHeader, MemberKind, encode_header, padding};
 use serde_json::Value;
 
@@ -22,12 +22,6 @@ const DATE: &str = "20251225";
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-fn write(root: &Path, rel: &str, bytes: &[u8]) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(&p, bytes).unwrap();
-}
 
 /// `datamig --root ROOT archive DIRNAME --dest DEST --date DATE -q -j 2`,
 /// asserting exit 0; returns the archive's path.

@@ -16,7 +16,7 @@ use std::os::unix::fs::{FileExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{ManifestLines, walk_tree};
+use common::{ManifestLines, prng_bytes, small_tree, walk_tree, write};
 use serde_json::Value;
 
 const DATE: &str = "20251225";
@@ -37,37 +37,6 @@ fn require_tool(name: &str) -> PathBuf {
         "this test needs the system tool `{name}`, which is not installed"
     );
     PathBuf::from(path)
-}
-
-/// Deterministic xorshift64 bytes: incompressible, so zstd frames stay large.
-fn prng_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
-fn write(root: &Path, rel: &str, bytes: &[u8]) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(&p, bytes).unwrap();
-}
-
-/// A small ordinary tree: nested files, an empty dir, a symlink, a hard-link pair.
-fn small_tree(dir: &Path) {
-    write(dir, "a.txt", b"alpha\n");
-    write(dir, "sub/b.txt", b"bravo\n");
-    write(dir, "sub/deeper/c.txt", b"charlie\n");
-    fs::create_dir_all(dir.join("empty")).unwrap();
-    symlink("a.txt", dir.join("link-to-a")).unwrap();
-    write(dir, "h1.txt", b"hard linked\n");
-    fs::hard_link(dir.join("h1.txt"), dir.join("h2.txt")).unwrap();
 }
 
 const MIB: usize = 1 << 20;

@@ -1,4 +1,4 @@
-//! Helpers for tests/archive.rs only: required system tools, fast pseudo-random
+//! Helpers for the archive, restore and reliability tests: required system tools, pseudo-random
 //! data, zstd frame walking, tar header parsing and a small runner around the
 //! shared `common` helpers.
 #![allow(dead_code)]
@@ -49,19 +49,7 @@ pub fn require_gnu_tar() -> PathBuf {
     tar
 }
 
-/// Deterministic xorshift64 bytes: incompressible enough to defeat zstd.
-pub fn prng_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
+pub use crate::common::prng_bytes;
 
 /// `datamig --root ROOT archive ARGS... -q -j 2` with the shared deadline.
 pub fn archive(root: &Path, args: &[&OsStr]) -> Output {

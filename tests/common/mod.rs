@@ -575,3 +575,35 @@ pub fn write_file(p: &Path, bytes: &[u8]) {
 pub fn os(bytes: &[u8]) -> OsString {
     OsString::from_vec(bytes.to_vec())
 }
+
+/// Write `bytes` to `root/rel`, creating the parent directories.
+pub fn write(root: &Path, rel: &str, bytes: &[u8]) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, bytes).unwrap();
+}
+
+/// A small ordinary tree: nested files, an empty dir, a symlink, a hard-link pair.
+pub fn small_tree(dir: &Path) {
+    write(dir, "a.txt", b"alpha\n");
+    write(dir, "sub/b.txt", b"bravo\n");
+    write(dir, "sub/deeper/c.txt", b"charlie\n");
+    fs::create_dir_all(dir.join("empty")).unwrap();
+    std::os::unix::fs::symlink("a.txt", dir.join("link-to-a")).unwrap();
+    write(dir, "h1.txt", b"hard linked\n");
+    fs::hard_link(dir.join("h1.txt"), dir.join("h2.txt")).unwrap();
+}
+
+/// Deterministic xorshift64 bytes: incompressible, so zstd frames stay large.
+pub fn prng_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
