@@ -1,5 +1,5 @@
-//! Helpers for the archive, restore and reliability tests: required system tools, pseudo-random
-//! data, zstd frame walking, tar header parsing and a small runner around the
+//! Helpers for the archive, restore and reliability tests: required system
+//! tools, zstd frame walking, tar header parsing and a small runner around the
 //! shared `common` helpers.
 #![allow(dead_code)]
 
