@@ -503,10 +503,9 @@ fn second_run_with_the_same_date_refuses_and_leaves_the_first_alone() {
 // ---------------------------------------------------------------------------
 // 4. SIGTERM / SIGINT while the archive is being written.
 
-/// Start an archive of ROOT/big, wait until its temporary archive has data,
-/// send `sig`, and return (exit code, stderr).
-fn interrupt_mid_write(root: &Path, dest: &Path, sig: i32) -> (Option<i32>, String) {
-    let mut c = common::cmd([
+/// `datamig --root ROOT archive big --dest DEST --date DATE -q -j 2`
+fn archive_big_args<'a>(root: &'a Path, dest: &'a Path) -> [&'a OsStr; 11] {
+    [
         os("--root"),
         root.as_os_str(),
         os("archive"),
@@ -518,7 +517,13 @@ fn interrupt_mid_write(root: &Path, dest: &Path, sig: i32) -> (Option<i32>, Stri
         os("-q"),
         os("-j"),
         os("2"),
-    ]);
+    ]
+}
+
+/// Start an archive of ROOT/big, wait until its temporary archive has data,
+/// send `sig`, and return (exit code, stderr).
+fn interrupt_mid_write(root: &Path, dest: &Path, sig: i32) -> (Option<i32>, String) {
+    let mut c = common::cmd(archive_big_args(root, dest));
     c.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -1136,19 +1141,7 @@ fn signal_during_commit_leaves_all_three_files_or_none() {
     for round in 0..3 {
         let dest = t.path().join(format!("out{round}"));
         let files = sidecars(&archive_path(&dest, "big"));
-        let mut c = common::cmd([
-            os("--root"),
-            root.as_os_str(),
-            os("archive"),
-            os("big"),
-            os("--dest"),
-            dest.as_os_str(),
-            os("--date"),
-            os(DATE),
-            os("-q"),
-            os("-j"),
-            os("2"),
-        ]);
+        let mut c = common::cmd(archive_big_args(&root, &dest));
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -1088,6 +1088,22 @@ fn sparse_map_of_over_a_million_regions_is_refused_in_bounded_memory() {
     assert_eq!(temps_under(&r), Vec::<String>::new());
 }
 
+/// `datamig --root ROOT backup -q --dest DEST --now NOW EXTRA...`
+fn backup_args(root: &Path, dest: &Path, now: &str, extra: &[&str]) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec![
+        "--root".into(),
+        root.into(),
+        "backup".into(),
+        "-q".into(),
+        "--dest".into(),
+        dest.into(),
+        "--now".into(),
+        now.into(),
+    ];
+    a.extend(extra.iter().map(OsString::from));
+    a
+}
+
 /// `backup` when the destination fills up (RLIMIT_FSIZE) or the run is
 /// stopped by SIGTERM: exit 2 / 143, the earlier backup intact, no temporary
 /// file left, and the next run succeeds.
@@ -1098,18 +1114,7 @@ fn backup_on_a_full_destination_or_interrupted_keeps_earlier_backups_and_leaves_
     write(&root, "instances/a/preferences.json", b"{\"name\":\"a\"}\n");
     write(&root, "instances/a/big.bin", &prng_bytes(11, 3_000_000));
     let dest = t.path().join("backups");
-    let args = |now: &str| -> Vec<OsString> {
-        vec![
-            "--root".into(),
-            root.clone().into(),
-            "backup".into(),
-            "--dest".into(),
-            dest.clone().into(),
-            "--now".into(),
-            now.into(),
-            "-q".into(),
-        ]
-    };
+    let args = |now: &str| backup_args(&root, &dest, now, &[]);
     let (c, _, err) = datamig(args("2025-12-20T02:00:00Z"));
     assert_eq!(c, 0, "{err}");
     let first = dir_names(&dest);
@@ -1300,18 +1305,7 @@ fn backup_lock_of_a_sigkilled_holder_does_not_block_the_next_run() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "locked");
-    let backup = |now: &str| {
-        datamig([
-            OsStr::new("--root"),
-            root.as_os_str(),
-            OsStr::new("backup"),
-            OsStr::new("-q"),
-            OsStr::new("--dest"),
-            dest.as_os_str(),
-            OsStr::new("--now"),
-            OsStr::new(now),
-        ])
-    };
+    let backup = |now: &str| datamig(backup_args(&root, &dest, now, &[]));
     let (c, _, err) = backup("2025-12-20T02:00:00Z");
     assert_eq!(c, 2, "a held lock must refuse the run: {err}");
     assert!(err.contains(".datamig-backup.lock"), "{err}");
@@ -1339,20 +1333,7 @@ fn sigkill_mid_backup_leaves_a_temp_that_retention_ignores_and_the_next_night_sw
     write(&root, "instances/a/preferences.json", b"{\"name\":\"a\"}\n");
     write(&root, "instances/a/random.bin", &prng_bytes(7, 8 << 20));
     let dest = t.path().join("backups");
-    let backup = |now: &str, extra: &[&str]| -> Vec<OsString> {
-        let mut a: Vec<OsString> = vec![
-            "--root".into(),
-            root.clone().into(),
-            "backup".into(),
-            "-q".into(),
-            "--dest".into(),
-            dest.clone().into(),
-            "--now".into(),
-            now.into(),
-        ];
-        a.extend(extra.iter().map(OsString::from));
-        a
-    };
+    let backup = |now: &str, extra: &[&str]| backup_args(&root, &dest, now, extra);
     let (c, _, err) = datamig(backup("2025-12-19T02:00:00Z", &[]));
     assert_eq!(c, 0, "{err}");
     let first = dest.join("v2-data-20251219-020000.tar.zst");
