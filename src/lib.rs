@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod entry;
 pub mod frames;
+pub mod fsx;
 pub mod layout;
 pub mod manifest;
 pub mod progress;
