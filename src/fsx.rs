@@ -42,6 +42,9 @@ pub struct Meta {
 }
 
 impl Meta {
+    // `stat` field types differ between architectures, so the casts are only
+    // redundant on some of them.
+    #[allow(clippy::unnecessary_cast)]
     fn from_stat(st: &rustix::fs::Stat) -> Meta {
         Meta {
             dev: st.st_dev as u64,
