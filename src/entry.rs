@@ -176,11 +176,20 @@ mod tests {
     #[test]
     fn problems_are_classified_by_their_first_clause() {
         for (text, class) in [
-            ("unreadable: Permission denied (os error 13); not archived", Problem::Unreadable),
+            (
+                "unreadable: Permission denied (os error 13); not archived",
+                Problem::Unreadable,
+            ),
             ("changed during scan: size 3 -> 4", Problem::Changed),
             ("vanished during scan; not archived", Problem::Vanished),
-            ("invalid JSON: expected value at line 1", Problem::InvalidJson),
-            ("not archived: fifo files cannot be archived", Problem::NotArchived),
+            (
+                "invalid JSON: expected value at line 1",
+                Problem::InvalidJson,
+            ),
+            (
+                "not archived: fifo files cannot be archived",
+                Problem::NotArchived,
+            ),
             ("something new", Problem::Other),
         ] {
             assert_eq!(Problem::of(text), class, "{text}");

@@ -303,9 +303,12 @@ pub fn verify_archive(
         list(w, "Damaged frames", &m.damaged_frames, |s| s.clone())?;
         list(w, "Stream", &m.stream, |s| s.clone())?;
     }
-    list(w, "Not captured cleanly (recorded in the manifest)", &r.flagged, |f| {
-        format!("{}: {}", f.path, f.note)
-    })?;
+    list(
+        w,
+        "Not captured cleanly (recorded in the manifest)",
+        &r.flagged,
+        |f| format!("{}: {}", f.path, f.note),
+    )?;
     if r.clean() {
         writeln!(w, "\nResult: clean, every check passed.")
     } else {
