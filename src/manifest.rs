@@ -576,6 +576,24 @@ mod tests {
     }
 
     #[test]
+    fn a_line_over_the_cap_is_refused_with_its_number() {
+        let (mut buf, _) = write_manifest(Vec::new(), &header(), &[file(b"a")]).unwrap();
+        let at = buf.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let long = format!("{{\"path\":\"{}\"}}\n", "x".repeat(MAX_LINE));
+        buf.splice(at..at, long.bytes());
+        let err = format!("{:#}", Manifest::read(&buf[..]).unwrap_err());
+        assert!(err.contains("line 2 is longer than 1 MiB"), "{err}");
+
+        // Just under the cap is read (and then judged on its content).
+        let mut line = vec![b'y'; MAX_LINE - 1];
+        line.push(b'\n');
+        let mut r = &line[..];
+        let mut got = Vec::new();
+        assert!(read_line_capped(&mut r, &mut got, 1).unwrap());
+        assert_eq!(got.len(), MAX_LINE);
+    }
+
+    #[test]
     fn bad_paths_are_refused_on_read() {
         for bad in [&b"/abs"[..], b"a/../b", b"./a", b"a//b", b"..", b"a/"] {
             let mut line = entry_line(&file(bad));
