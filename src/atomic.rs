@@ -94,7 +94,7 @@ pub fn sweep_stale_temps(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The PID in `.NAME.datamig-tmp-PID-N`, if `name` has that shape.
-fn stale_temp_pid(name: &[u8]) -> Option<i32> {
+pub fn stale_temp_pid(name: &[u8]) -> Option<i32> {
     if !name.starts_with(b".") {
         return None;
     }
@@ -113,7 +113,8 @@ fn stale_temp_pid(name: &[u8]) -> Option<i32> {
         .filter(|&p| p > 0)
 }
 
-fn pid_alive(pid: i32) -> bool {
+/// Whether `pid` names a live process (ours counts as live).
+pub fn pid_alive(pid: i32) -> bool {
     if pid as u32 == std::process::id() {
         return true;
     }

@@ -95,6 +95,48 @@ impl Entry {
     }
 }
 
+/// What is wrong with a flagged entry, by class. A manifest records the
+/// problem as text (that is the format); this is its one reading, so reports
+/// never decide by string prefix themselves. Any class means the entry is not
+/// a faithful copy of what was on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Problem {
+    /// The entry could not be opened or read (permissions, I/O error).
+    Unreadable,
+    /// It changed while it was read.
+    Changed,
+    /// It disappeared between listing and reading.
+    Vanished,
+    /// Read whole, but its content is not the JSON its name promises.
+    InvalidJson,
+    /// Not captured for another reason: a FIFO, socket or device, or a hard
+    /// link whose first path failed.
+    NotArchived,
+    /// A problem text this version does not know.
+    Other,
+}
+
+impl Problem {
+    /// The class of a recorded problem text (the first clause decides:
+    /// "unreadable: ...; not archived" is unreadable).
+    pub fn of(text: &str) -> Problem {
+        use crate::archive::write::NOT_ARCHIVED;
+        use crate::scan::problem as p;
+        let classes = [
+            (p::UNREADABLE, Problem::Unreadable),
+            (p::CHANGED, Problem::Changed),
+            (p::VANISHED, Problem::Vanished),
+            (p::INVALID_JSON, Problem::InvalidJson),
+            (NOT_ARCHIVED, Problem::NotArchived),
+        ];
+        classes
+            .iter()
+            .find(|(prefix, _)| text.starts_with(prefix))
+            .map_or(Problem::Other, |&(_, class)| class)
+    }
+}
+
 /// Seconds + nanoseconds as i64 nanoseconds, saturating: a timestamp past
 /// 2262 (or before 1677) clamps instead of overflowing.
 pub fn nanos(secs: i64, nsec: i64) -> i64 {
@@ -130,6 +172,29 @@ pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn problems_are_classified_by_their_first_clause() {
+        for (text, class) in [
+            (
+                "unreadable: Permission denied (os error 13); not archived",
+                Problem::Unreadable,
+            ),
+            ("changed during scan: size 3 -> 4", Problem::Changed),
+            ("vanished during scan; not archived", Problem::Vanished),
+            (
+                "invalid JSON: expected value at line 1",
+                Problem::InvalidJson,
+            ),
+            (
+                "not archived: fifo files cannot be archived",
+                Problem::NotArchived,
+            ),
+            ("something new", Problem::Other),
+        ] {
+            assert_eq!(Problem::of(text), class, "{text}");
+        }
+    }
 
     #[test]
     fn hex_round_trips_and_rejects_uppercase() {

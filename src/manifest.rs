@@ -18,6 +18,12 @@ use crate::entry::{Entry, FramePos, Kind, hex, parse_hex32};
 
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The longest manifest line datamig reads (1 MiB, newline included). A real
+/// entry line is a few hundred bytes (a 4 KiB path is under 6 KiB even as
+/// base64), so anything longer is damage or a hostile file; reading stops at
+/// the cap instead of taking the line whole into memory.
+pub const MAX_LINE: usize = 1 << 20;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
     pub datamig: String,
@@ -376,10 +382,8 @@ impl Manifest {
         let mut lineno = 0u64;
 
         let mut next_line = |buf: &mut Vec<u8>, lineno: &mut u64| -> Result<bool> {
-            buf.clear();
-            let n = r.read_until(b'\n', buf)?;
             *lineno += 1;
-            Ok(n > 0)
+            read_line_capped(&mut r, buf, *lineno)
         };
 
         if !next_line(&mut buf, &mut lineno)? {
@@ -449,8 +453,7 @@ impl Manifest {
                 bytes
             );
         }
-        buf.clear();
-        if r.read_until(b'\n', &mut buf)? > 0 {
+        if read_line_capped(&mut r, &mut buf, lineno + 1)? {
             bail!("unexpected data after the trailer (line {})", lineno + 1);
         }
         Ok(Manifest {
@@ -481,6 +484,22 @@ impl Manifest {
         .ok()
         .flatten()
     }
+}
+
+/// Read one line (up to and including `\n`) into `buf`, reading at most
+/// [`MAX_LINE`] bytes of it: a longer line is refused without being held
+/// whole. False at the end of the input.
+fn read_line_capped<R: BufRead>(r: &mut R, buf: &mut Vec<u8>, lineno: u64) -> Result<bool> {
+    buf.clear();
+    let n = Read::take(&mut *r, MAX_LINE as u64).read_until(b'\n', buf)?;
+    if n == MAX_LINE && !buf.ends_with(b"\n") {
+        bail!(
+            "line {lineno} is longer than {} MiB, the most a manifest line may hold: \
+             the file is damaged or is not a datamig manifest",
+            MAX_LINE >> 20
+        );
+    }
+    Ok(n > 0)
 }
 
 fn parse_header(line: &[u8]) -> Result<Header> {
@@ -554,6 +573,24 @@ mod tests {
     fn writer_refuses_unsorted_or_duplicate_paths() {
         assert!(write_manifest(Vec::new(), &header(), &[file(b"b"), file(b"a")]).is_err());
         assert!(write_manifest(Vec::new(), &header(), &[file(b"a"), file(b"a")]).is_err());
+    }
+
+    #[test]
+    fn a_line_over_the_cap_is_refused_with_its_number() {
+        let (mut buf, _) = write_manifest(Vec::new(), &header(), &[file(b"a")]).unwrap();
+        let at = buf.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let long = format!("{{\"path\":\"{}\"}}\n", "x".repeat(MAX_LINE));
+        buf.splice(at..at, long.bytes());
+        let err = format!("{:#}", Manifest::read(&buf[..]).unwrap_err());
+        assert!(err.contains("line 2 is longer than 1 MiB"), "{err}");
+
+        // Just under the cap is read (and then judged on its content).
+        let mut line = vec![b'y'; MAX_LINE - 1];
+        line.push(b'\n');
+        let mut r = &line[..];
+        let mut got = Vec::new();
+        assert!(read_line_capped(&mut r, &mut got, 1).unwrap());
+        assert_eq!(got.len(), MAX_LINE);
     }
 
     #[test]

@@ -303,6 +303,12 @@ pub fn verify_archive(
         list(w, "Damaged frames", &m.damaged_frames, |s| s.clone())?;
         list(w, "Stream", &m.stream, |s| s.clone())?;
     }
+    list(
+        w,
+        "Not captured cleanly (recorded in the manifest)",
+        &r.flagged,
+        |f| format!("{}: {}", f.path, f.note),
+    )?;
     if r.clean() {
         writeln!(w, "\nResult: clean, every check passed.")
     } else {
@@ -473,6 +479,9 @@ pub fn backup(w: &mut dyn Write, r: &crate::commands::backup::BackupReport) -> i
     if let Some(why) = &r.skip_reason {
         writeln!(w, "Skipped: {why}. Nothing made, nothing removed.")?;
         return Ok(());
+    }
+    if let Some(v) = &r.newest_verify {
+        writeln!(w, "  newest backup, verify --quick: {v}")?;
     }
     if let Some(c) = &r.changed {
         writeln!(w, "  changed since the newest backup: {c}")?;

@@ -2,6 +2,7 @@
 //! and the modules that write, check and retire sources.
 
 pub mod check;
+pub mod commit;
 pub mod remove;
 pub mod write;
 

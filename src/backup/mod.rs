@@ -57,6 +57,9 @@ pub struct Found {
     pub name: String,
     pub path: PathBuf,
     pub time: Timestamp,
+    /// Entries its manifest records as not captured cleanly (its run exited
+    /// 1): more than 0 makes it a flagged backup, never a complete copy.
+    pub flagged: usize,
 }
 
 #[derive(Debug, Default)]
@@ -96,10 +99,11 @@ pub fn discover(dest: &Path, prefix: &str) -> Result<Existing> {
         }
         let path = de.path();
         match candidate(&path, prefix, name) {
-            Ok(time) => found.backups.push(Found {
+            Ok((time, flagged)) => found.backups.push(Found {
                 name: name.to_string(),
                 path,
                 time,
+                flagged,
             }),
             Err(why) => found.ignored.push(PathNote {
                 path: name.to_string(),
@@ -111,7 +115,12 @@ pub fn discover(dest: &Path, prefix: &str) -> Result<Existing> {
     Ok(found)
 }
 
-fn candidate(path: &Path, prefix: &str, name: &str) -> std::result::Result<Timestamp, String> {
+/// The backup's time and how many of its entries are flagged.
+fn candidate(
+    path: &Path,
+    prefix: &str,
+    name: &str,
+) -> std::result::Result<(Timestamp, usize), String> {
     let time = parse_name(prefix, name)
         .ok_or_else(|| format!("not named {prefix}-YYYYMMDD-HHMMSS{EXTENSION}"))?;
     let is_file = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file());
@@ -125,8 +134,9 @@ fn candidate(path: &Path, prefix: &str, name: &str) -> std::result::Result<Times
     if !is_file(&sidecar(path, SHA_SIDECAR)) {
         return Err(format!("no {SHA_SIDECAR} sidecar"));
     }
-    Manifest::read_file(&manifest).map_err(|e| format!("{e:#}"))?;
-    Ok(time)
+    let m = Manifest::read_file(&manifest).map_err(|e| format!("{e:#}"))?;
+    let flagged = m.entries.iter().filter(|e| e.problem.is_some()).count();
+    Ok((time, flagged))
 }
 
 /// Delete a backup: the archive first (the space), then its sidecars. Every

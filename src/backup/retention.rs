@@ -1,6 +1,12 @@
 //! Which backups to keep: a pure `apply(backups, policy, now)` in the manner of
 //! restic's `forget`, returning keep/remove with the reasons for each.
 //!
+//! A flagged backup (its run exited 1: its manifest records entries not
+//! captured cleanly) is not a complete copy, so it never fills a `keep-*`
+//! slot: the rules look only at complete backups. Whatever the policy, the
+//! newest backup and the newest complete backup are kept — so a flagged run
+//! can never push the last complete backup out.
+//!
 //! Calendar buckets (day, ISO week, month) are taken in UTC, the zone backup
 //! names are stamped in. Rules count backups, not age, so the same set of
 //! backups gives the same decisions whatever `now` is — except that a backup
@@ -11,11 +17,13 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::{Serialize, Serializer};
 
-/// One backup as retention sees it: a name and the moment it was taken.
+/// One backup as retention sees it: a name, the moment it was taken, and
+/// whether it is flagged (not a complete copy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backup {
     pub name: String,
     pub time: Timestamp,
+    pub flagged: bool,
 }
 
 /// How many backups each rule keeps; 0 switches a rule off.
@@ -93,6 +101,8 @@ pub struct Decision {
     #[serde(serialize_with = "rfc3339")]
     pub time: Timestamp,
     pub action: Action,
+    /// Not a complete copy (its run reported problems): counts toward no rule.
+    pub flagged: bool,
     /// For a kept backup, everything that keeps it; for a removed one, why
     /// each active rule passed it over.
     pub reasons: Vec<String>,
@@ -103,6 +113,9 @@ fn rfc3339<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
 }
 
 pub const REASON_NEWEST: &str = "newest backup";
+pub const REASON_NEWEST_COMPLETE: &str = "newest complete backup";
+pub const REASON_FLAGGED: &str =
+    "flagged (its run reported entries not captured cleanly): counts toward no keep rule";
 pub const REASON_FUTURE: &str = "in the future";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +159,8 @@ impl Rule {
 /// `keep-daily`: the newest of each of the last N distinct days with backups;
 /// weekly by ISO week, monthly by calendar month). A backup kept by any rule is
 /// kept. The newest backup not after `now` is always kept, whatever the policy,
-/// and backups after `now` are kept and left out of the rules.
+/// and so is the newest complete (unflagged) one; backups after `now` are kept
+/// and left out of the rules, and flagged ones are left out of the rules.
 pub fn apply(backups: &[Backup], policy: &Policy, now: Timestamp) -> Vec<Decision> {
     let mut sorted: Vec<&Backup> = backups.iter().collect();
     sorted.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.name.cmp(&a.name)));
@@ -156,6 +170,7 @@ pub fn apply(backups: &[Backup], policy: &Policy, now: Timestamp) -> Vec<Decisio
             name: b.name.clone(),
             time: b.time,
             action: Action::Remove,
+            flagged: b.flagged,
             reasons: vec![],
         })
         .collect();
@@ -172,14 +187,30 @@ pub fn apply(backups: &[Backup], policy: &Policy, now: Timestamp) -> Vec<Decisio
         decisions[i].action = Action::Keep;
         decisions[i].reasons.push(REASON_NEWEST.into());
     }
+    let complete: Vec<usize> = present
+        .iter()
+        .copied()
+        .filter(|&i| !sorted[i].flagged)
+        .collect();
+    if let Some(&i) = complete.first()
+        && Some(&i) != present.first()
+    {
+        decisions[i].action = Action::Keep;
+        decisions[i].reasons.push(REASON_NEWEST_COMPLETE.into());
+    }
     let mut passed_over: Vec<Vec<String>> = vec![vec![]; sorted.len()];
+    for &i in &present {
+        if sorted[i].flagged {
+            passed_over[i].push(REASON_FLAGGED.into());
+        }
+    }
     for (rule, n) in policy.rules() {
         if n == 0 {
             continue;
         }
         let mut kept = 0u32;
         let mut last_bucket: Option<String> = None;
-        for (k, &i) in present.iter().enumerate() {
+        for (k, &i) in complete.iter().enumerate() {
             let bucket = rule.bucket(sorted[i].time, k);
             if last_bucket.as_deref() == Some(bucket.as_str()) {
                 passed_over[i].push(format!("{}: {bucket} has a newer backup", rule.flag()));
@@ -247,6 +278,18 @@ mod tests {
         Backup {
             name: stamp.to_string(),
             time: dt.to_zoned(TimeZone::UTC).unwrap().timestamp(),
+            flagged: false,
+        }
+    }
+
+    /// `b`, but flagged when the stamp ends in `!` ("20260110-020000!").
+    fn bf(stamp: &str) -> Backup {
+        match stamp.strip_suffix('!') {
+            Some(s) => Backup {
+                flagged: true,
+                ..b(s)
+            },
+            None => b(stamp),
         }
     }
 
@@ -512,6 +555,77 @@ mod tests {
                     "20270101-000000 keep: in the future",
                 ],
             },
+            // Finding 5 (issue 10): a stamp ending in `!` is a flagged backup.
+            Case {
+                name: "finding 5: a flagged newest fills no keep-last slot; the complete one stays",
+                backups: &["20260109-020000", "20260110-020000!"],
+                policy: pol(1, 0, 0, 0),
+                expect: &[
+                    "20260110-020000 keep: newest backup",
+                    "20260109-020000 keep: newest complete backup, keep-last",
+                ],
+            },
+            Case {
+                name: "finding 5: flagged nights fill no daily slot",
+                backups: &[
+                    "20260104-020000",
+                    "20260105-020000",
+                    "20260106-020000",
+                    "20260107-020000",
+                    "20260108-020000!",
+                    "20260109-020000!",
+                    "20260110-020000!",
+                ],
+                policy: pol(0, 3, 0, 0),
+                expect: &[
+                    "20260110-020000 keep: newest backup",
+                    "20260109-020000 remove",
+                    "20260108-020000 remove",
+                    "20260107-020000 keep: newest complete backup, keep-daily (2026-01-07)",
+                    "20260106-020000 keep: keep-daily (2026-01-06)",
+                    "20260105-020000 keep: keep-daily (2026-01-05)",
+                    "20260104-020000 remove",
+                ],
+            },
+            Case {
+                name: "finding 5: the day's slot goes to its newest complete backup",
+                backups: &["20260109-020000", "20260110-010000", "20260110-020000!"],
+                policy: pol(0, 1, 0, 0),
+                expect: &[
+                    "20260110-020000 keep: newest backup",
+                    "20260110-010000 keep: newest complete backup, keep-daily (2026-01-10)",
+                    "20260109-020000 remove",
+                ],
+            },
+            Case {
+                name: "finding 5: no keep rule still keeps the newest complete backup",
+                backups: &["20260108-020000", "20260109-020000!", "20260110-020000!"],
+                policy: pol(0, 0, 0, 0),
+                expect: &[
+                    "20260110-020000 keep: newest backup",
+                    "20260109-020000 remove",
+                    "20260108-020000 keep: newest complete backup",
+                ],
+            },
+            Case {
+                name: "finding 5: every backup flagged: only the newest is kept",
+                backups: &["20260109-020000!", "20260110-020000!"],
+                policy: Policy::DEFAULT,
+                expect: &[
+                    "20260110-020000 keep: newest backup",
+                    "20260109-020000 remove",
+                ],
+            },
+            Case {
+                name: "finding 5: a flagged older backup is not kept by keep-last",
+                backups: &["20260108-020000", "20260109-020000!", "20260110-020000"],
+                policy: pol(2, 0, 0, 0),
+                expect: &[
+                    "20260110-020000 keep: newest backup, keep-last",
+                    "20260109-020000 remove",
+                    "20260108-020000 keep: keep-last",
+                ],
+            },
             Case {
                 name: "the order of the input does not matter",
                 backups: &["20260109-020000", "20260110-020000", "20260108-020000"],
@@ -529,7 +643,7 @@ mod tests {
     fn retention_table() {
         let now = ts(NOW);
         for c in cases() {
-            let backups: Vec<Backup> = c.backups.iter().map(|s| b(s)).collect();
+            let backups: Vec<Backup> = c.backups.iter().map(|s| bf(s)).collect();
             let got = apply(&backups, &c.policy, now);
             assert_eq!(show(&got), c.expect, "case {:?}", c.name);
             // Decisions are total: one per backup, and none is kept without a reason.
@@ -545,7 +659,7 @@ mod tests {
         let now = ts(NOW);
         let later = now + SignedDuration::from_hours(1);
         for c in cases() {
-            let backups: Vec<Backup> = c.backups.iter().map(|s| b(s)).collect();
+            let backups: Vec<Backup> = c.backups.iter().map(|s| bf(s)).collect();
             let before = apply(&backups, &c.policy, now);
             let after = apply(&backups, &c.policy, later);
             let crossed = |d: &Decision| d.time > now && d.time <= later;
@@ -585,6 +699,46 @@ mod tests {
                         assert_eq!(ds[0].name, "20260110-020000");
                         assert_eq!(ds[0].action, Action::Keep, "{p:?}");
                         assert_eq!(ds[0].reasons[0], REASON_NEWEST);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whatever the policy and whichever backups are flagged: no flagged backup
+    /// is kept by a rule, the newest complete one is always kept, and the
+    /// newest is always kept.
+    #[test]
+    fn finding_5_flagged_fill_no_slot_and_newest_complete_is_never_removed() {
+        let now = ts(NOW);
+        for mask in 0u32..64 {
+            // Flag any of the six newest nights.
+            let backups: Vec<Backup> = TEN_NIGHTS
+                .iter()
+                .enumerate()
+                .map(|(i, s)| Backup {
+                    flagged: i >= 4 && mask & (1 << (i - 4)) != 0,
+                    ..b(s)
+                })
+                .collect();
+            let newest_complete = backups.iter().rev().find(|b| !b.flagged).map(|b| &b.name);
+            for last in 0..2 {
+                for daily in 0..3 {
+                    for weekly in 0..2 {
+                        let p = pol(last, daily, weekly, 1);
+                        let ds = apply(&backups, &p, now);
+                        assert_eq!(ds[0].action, Action::Keep, "{mask:b} {p:?}");
+                        for d in &ds {
+                            if d.flagged {
+                                assert!(
+                                    d.reasons.iter().all(|r| !r.starts_with("keep-")),
+                                    "{mask:b} {p:?}: {d:?}"
+                                );
+                            }
+                            if Some(&d.name) == newest_complete {
+                                assert_eq!(d.action, Action::Keep, "{mask:b} {p:?}: {d:?}");
+                            }
+                        }
                     }
                 }
             }
@@ -655,6 +809,7 @@ mod tests {
                 "name": "20260110-020000",
                 "time": "2026-01-10T02:00:00Z",
                 "action": "keep",
+                "flagged": false,
                 "reasons": ["newest backup", "keep-daily (2026-01-10)"],
             })
         );

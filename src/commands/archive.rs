@@ -122,20 +122,34 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     let dest = opts.dest.clone().unwrap_or_else(|| root.join("archive"));
     // Removed again if the run stops before anything is written into it.
     let created_dest = create_dest(&dest)?;
+    let archive = dest.join(format!("{}-{stamp}{EXTENSION}", src.prefix));
+    // A run killed mid-commit left sidecars without their archive: recognised
+    // (see archive::commit) and removed before its temporaries are swept.
+    for p in crate::archive::commit::recover(&dest, &archive)? {
+        eprintln!(
+            "datamig: removed {}, a sidecar left without its archive by a datamig run that was killed while committing",
+            p.display()
+        );
+    }
     for p in crate::atomic::sweep_stale_temps(&dest) {
         eprintln!(
             "datamig: removed {}, a temporary file left by a datamig run that was killed",
             p.display()
         );
     }
-    let archive = dest.join(format!("{}-{stamp}{EXTENSION}", src.prefix));
     let manifest_path = sidecar(&archive, MANIFEST_SIDECAR);
     let sha_path = sidecar(&archive, SHA_SIDECAR);
     for p in [&archive, &manifest_path, &sha_path] {
         if std::fs::symlink_metadata(p).is_ok() {
+            let lone = p != &archive && std::fs::symlink_metadata(&archive).is_err();
             bail!(
-                "{} already exists; datamig never overwrites an archive (pick another --date or --dest, or move the old one away)",
-                p.display()
+                "{} already exists{}; datamig never overwrites an archive (pick another --date or --dest, or move the old one away)",
+                p.display(),
+                if lone {
+                    " without its archive, and no killed datamig run's archive matches it"
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -223,7 +237,8 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         ("skipped", None)
     };
 
-    // Sidecars first: an archive under its final name always has them.
+    // Sidecars first, the archive last (see archive::commit for the order
+    // and how a run killed in between is recovered).
     let name = archive
         .file_name()
         .expect("archive has a name")
@@ -234,7 +249,7 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     let mut s = AtomicFile::create(&sha_path, 0o600, true)?;
     s.write_all(&sha256sum_line(&finished.sha256, &name))?;
     // All three appear together or not at all, even if a signal arrives now.
-    crate::atomic::commit_all(vec![m, s, out])
+    crate::archive::commit::commit(out, m, s)
         .with_context(|| format!("cannot put {} in place", archive.display()))?;
     created_dest.keep();
 

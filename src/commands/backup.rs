@@ -49,8 +49,12 @@ pub struct BackupReport {
     /// The run was skipped (`--if-changed` and nothing changed); `skip_reason` says why.
     pub skipped: bool,
     pub skip_reason: Option<String>,
-    /// With `--if-changed`: the first change found since the newest backup.
+    /// With `--if-changed`: the first change found since the newest backup,
+    /// or why the newest backup cannot stand in for this run.
     pub changed: Option<String>,
+    /// With `--if-changed`: "passed", or why the newest backup failed
+    /// `verify --quick` (then a new backup is made whatever the tree says).
+    pub newest_verify: Option<String>,
     /// The archive made by this run.
     pub archive: Option<String>,
     pub archive_sha256: Option<String>,
@@ -109,6 +113,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         skipped: false,
         skip_reason: None,
         changed: None,
+        newest_verify: None,
         archive: None,
         archive_sha256: None,
         bytes: 0,
@@ -147,12 +152,24 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     if opts.if_changed
         && let Some(newest) = existing.newest()
     {
-        match change_since(opts, newest, &dest)? {
+        // Skipping trusts the newest backup to be tonight's copy, so it must
+        // pass `verify --quick` first (size and SHA-256 against its .sha256,
+        // manifest trailers, nothing flagged).
+        let failed = newest_fails_verify(newest);
+        report.newest_verify = Some(failed.clone().unwrap_or_else(|| "passed".into()));
+        let change = match failed {
+            Some(why) => Some(format!(
+                "the newest backup {} fails `verify --quick` ({why}), so a new one is made",
+                newest.name
+            )),
+            None => change_since(opts, newest, &dest)?,
+        };
+        match change {
             Some(what) => report.changed = Some(what),
             None => {
                 report.skipped = true;
                 report.skip_reason = Some(format!(
-                    "--if-changed: the tree is unchanged since {} (same paths, sizes, mtimes, modes)",
+                    "--if-changed: the tree is unchanged since {} (same paths, sizes, mtimes, modes), which passes verify --quick",
                     newest.name
                 ));
                 report.seconds = started.elapsed().as_secs_f64();
@@ -226,6 +243,7 @@ fn plan(report: &mut BackupReport, existing: &Existing, policy: &Policy, now: Ti
         .map(|b| retention::Backup {
             name: b.name.clone(),
             time: b.time,
+            flagged: b.flagged > 0,
         })
         .collect();
     let decisions = retention::apply(&input, policy, now);
@@ -251,6 +269,22 @@ fn take_archive(report: &mut BackupReport, made: &ArchiveReport) {
     report.verify = made.verify;
     report.flagged = made.flagged.clone();
     report.secrets = made.secrets.len();
+}
+
+/// Why `newest` fails `verify --quick`, or None when it passes.
+fn newest_fails_verify(newest: &backup::Found) -> Option<String> {
+    match crate::verify::archive::verify_archive(&newest.path, true, &crate::progress::Silent) {
+        Err(e) => Some(format!("{e:#}")),
+        Ok(r) if r.clean() => None,
+        Ok(r) => {
+            let n = r.discrepancies.len();
+            let first = r.discrepancies.into_iter().next().unwrap_or_default();
+            Some(match n {
+                1 => first,
+                _ => format!("{first}; and {} more", n - 1),
+            })
+        }
+    }
 }
 
 /// `--if-changed`: the first difference between the tree and the newest

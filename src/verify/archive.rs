@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::archive::check::{CheckReport, check_archive_with};
 use crate::archive::{MANIFEST_MEMBER, MANIFEST_SIDECAR, SHA_SIDECAR, sidecar};
-use crate::entry::hex;
+use crate::entry::{Entry, Problem, hex};
 use crate::frames::{FrameReader, read_index};
 use crate::manifest::Manifest;
 use crate::progress::Progress;
@@ -33,8 +33,40 @@ pub struct ArchiveVerifyReport {
     pub sidecar_sha256: String,
     pub archive_sha256: String,
     pub members: Option<CheckReport>,
+    /// Entries the manifest itself records as not captured cleanly (not
+    /// archived, unreadable, changed while read, special files): the archive
+    /// is not a complete copy, so each is also a discrepancy.
+    pub flagged: Vec<FlaggedEntry>,
     /// Every discrepancy in one list, for monitoring.
     pub discrepancies: Vec<String>,
+}
+
+/// One manifest entry that carries a problem.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlaggedEntry {
+    pub path: String,
+    pub problem: Problem,
+    /// The problem as the manifest records it.
+    pub note: String,
+    /// Whether a member holds it at all (a file changed while read is archived
+    /// as read; an unreadable one or a FIFO is not).
+    pub archived: bool,
+}
+
+/// The entries of `entries` that carry a problem.
+pub fn flagged_entries(entries: &[Entry]) -> Vec<FlaggedEntry> {
+    entries
+        .iter()
+        .filter_map(|e| {
+            let note = e.problem.as_ref()?;
+            Some(FlaggedEntry {
+                path: e.path_lossy(),
+                problem: Problem::of(note),
+                note: note.clone(),
+                archived: e.pos.is_some(),
+            })
+        })
+        .collect()
 }
 
 impl ArchiveVerifyReport {
@@ -88,11 +120,17 @@ pub fn verify_archive(
     };
 
     let side_path = sidecar(archive, MANIFEST_SIDECAR);
-    let side: Option<Result<(Vec<u8>, Manifest)>> = side_path.exists().then(|| {
-        let bytes = std::fs::read(&side_path)
+    // Streamed and hashed, never read whole: a damaged sidecar may be huge.
+    let side: Option<Result<([u8; 32], Manifest)>> = side_path.exists().then(|| {
+        let f = File::open(&side_path)
             .with_context(|| format!("cannot read {}", side_path.display()))?;
-        let m = Manifest::read(&bytes[..]).with_context(|| format!("{}", side_path.display()))?;
-        Ok((bytes, m))
+        let mut r = HashingReader {
+            inner: f,
+            hasher: Sha256::new(),
+        };
+        let m = Manifest::read(&mut r).with_context(|| format!("{}", side_path.display()))?;
+        std::io::copy(&mut r, &mut std::io::sink())?;
+        Ok((r.hasher.finalize().into(), m))
     });
     let sidecar_status = match (&side, &embedded) {
         (None, _) => {
@@ -106,7 +144,9 @@ pub fn verify_archive(
             disc.push(format!("sidecar manifest: {e:#}"));
             format!("{e:#}")
         }
-        (Some(Ok((sb, _))), Ok((eb, _))) if sb == eb => "agrees".to_string(),
+        (Some(Ok((sh, _))), Ok((eb, _))) if *sh == <[u8; 32]>::from(Sha256::digest(eb)) => {
+            "agrees".to_string()
+        }
         (Some(Ok(_)), Ok(_)) => {
             disc.push(format!(
                 "sidecar manifest {} differs from the manifest inside the archive",
@@ -127,6 +167,14 @@ pub fn verify_archive(
             ("none", Vec::new())
         }
     };
+
+    let flagged = flagged_entries(&entries);
+    for f in &flagged {
+        disc.push(format!(
+            "not a complete copy: {}: {} (recorded in the manifest)",
+            f.path, f.note
+        ));
+    }
 
     let (archive_sha256, members) = if quick {
         (hash_file(archive)?, None)
@@ -195,6 +243,7 @@ pub fn verify_archive(
         sidecar_sha256,
         archive_sha256,
         members,
+        flagged,
         discrepancies: disc,
     })
 }
@@ -228,6 +277,20 @@ pub fn read_embedded(
         Ok(())
     })?;
     Ok(data)
+}
+
+/// Hashes every byte read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 pub fn hash_file(p: &Path) -> Result<String> {
