@@ -255,6 +255,7 @@ pub fn list(spec: &ScanSpec, progress: &dyn Progress) -> Result<Listing> {
     });
     let mut raws = walker.out.into_inner().expect("walk results");
     merge_walk_errors(&mut raws);
+    flag_seen_twice(&mut raws);
     mark_hardlinks(&mut raws);
     Ok(Listing { raws, starts, pool })
 }
@@ -282,6 +283,35 @@ fn merge_walk_errors(raws: &mut Vec<Raw>) {
         }
         true
     });
+}
+
+/// An inode with a single link (or a directory) found at two paths was moved
+/// while the walk ran: e.g. a directory exchanged with a symlink between the
+/// lstat of the two names, so that both names show the symlink and the
+/// directory's content is in neither. Both paths are flagged, so such a scan
+/// is never reported clean.
+fn flag_seen_twice(raws: &mut [Raw]) {
+    let mut first: HashMap<(u64, u64), usize> = HashMap::with_capacity(raws.len());
+    let mut twice = Vec::new();
+    for (i, r) in raws.iter().enumerate() {
+        if r.walk_error || (r.nlink > 1 && r.entry.kind != Kind::Dir) {
+            continue;
+        }
+        match first.get(&(r.dev, r.entry.ino)) {
+            Some(&j) => twice.extend([j, i]),
+            None => {
+                first.insert((r.dev, r.entry.ino), i);
+            }
+        }
+    }
+    twice.sort_unstable();
+    twice.dedup();
+    for i in twice {
+        raws[i].entry.add_problem(format!(
+            "{}: the same inode was found at two paths (moved or exchanged while it was scanned, or mounted twice)",
+            problem::CHANGED
+        ));
+    }
 }
 
 /// Hard links: the first path in sorted order is the file; the rest point at it.
