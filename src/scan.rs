@@ -617,6 +617,9 @@ enum Via<'w> {
     Start,
 }
 
+/// A subdirectory to visit: its path and the (dev, ino) its parent listed.
+type Subdir = (Vec<u8>, u64, u64);
+
 struct Task<'w> {
     start: usize,
     rel: Vec<u8>,
@@ -701,12 +704,7 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn list_dir(
-        &self,
-        dir: &Dir,
-        rel: &[u8],
-        start: usize,
-    ) -> (Vec<Raw>, Vec<(Vec<u8>, u64, u64)>) {
+    fn list_dir(&self, dir: &Dir, rel: &[u8], start: usize) -> (Vec<Raw>, Vec<Subdir>) {
         let mut local = Vec::new();
         let mut subdirs = Vec::new();
         let names = match dir.entries() {
