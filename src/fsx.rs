@@ -414,6 +414,15 @@ pub fn raise_fd_limit() {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Scan and archive reads (h-scan): helpers for the walk and the archive writer.
+
+/// `fstat` of an open file (what was really opened, to compare with what was
+/// listed).
+pub fn meta_of(fd: impl AsFd) -> io::Result<Meta> {
+    Ok(Meta::from_stat(&rustix::fs::fstat(fd)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -658,11 +658,24 @@ fn root_that_is_a_symlink_to_a_directory_is_scanned_through_it() {
     );
 
     // An area named on the command line that is itself a symlink to a
-    // directory is followed like the root; a symlink under it is not.
-    let elsewhere = t.path().join("projects-disk");
+    // directory inside the root is followed; a symlink under it is not.
+    // (One leading outside the root is refused: issue 10, finding 11.)
+    let elsewhere = real.join("disks/projects-disk");
     write(&elsewhere, "p1/README.md", b"p1\n");
     symlink(t.path().join("outside"), elsewhere.join("p1/link")).unwrap();
-    symlink(&elsewhere, real.join("projects")).unwrap();
+    symlink("disks/projects-disk", real.join("projects")).unwrap();
+    let away = t.path().join("away-disk");
+    write(&away, "x.md", b"x\n");
+    symlink(&away, real.join("away")).unwrap();
+    let (c, _, err) = datamig([
+        OsStr::new("--root"),
+        real.as_os_str(),
+        OsStr::new("inventory"),
+        OsStr::new("away"),
+        OsStr::new("-q"),
+    ]);
+    assert_eq!(c, 2, "an area leading outside the root is refused: {err}");
+    assert!(err.contains("away") && err.contains("outside"), "{err}");
     let (c, _, err) = datamig([
         OsStr::new("--root"),
         real.as_os_str(),

@@ -8,10 +8,13 @@ pub mod write;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
+use crate::fsx::Dir;
 use crate::layout::Layout;
+use crate::scan::{Located, locate};
 
 /// Members appended after the archived tree.
 pub const MANIFEST_MEMBER: &str = ".datamig/MANIFEST.jsonl";
@@ -27,6 +30,9 @@ pub struct Source {
     pub prefix: String,
     /// Member paths are relative to this directory.
     pub base: PathBuf,
+    /// `base`, opened beneath the data root without following a symlink out
+    /// of it: the scan and the writer read the source only through it.
+    pub dir: Arc<Dir>,
     /// `base` relative to the data root (empty when it is the root).
     pub base_rel: Vec<u8>,
     /// Paths under `base` to include; empty means all of it.
@@ -50,51 +56,14 @@ impl Source {
     }
 }
 
-/// A layout target by name, else a directory under the root.
+/// A layout target by name, else a directory under the root. The root is
+/// opened once and the source found beneath it through handles: a target (or
+/// a directory on its way) that is a symlink leading outside the root is
+/// refused, so nothing outside is ever read or removed.
 pub fn resolve_source(root: &Path, layout: &Layout, name: &str) -> Result<Source> {
+    let root_dir = crate::scan::open_root(root)?;
     if let Some(t) = layout.target(name) {
-        let present: Vec<&String> = t
-            .paths
-            .iter()
-            .filter(|p| std::fs::symlink_metadata(root.join(p)).is_ok())
-            .collect();
-        let absent = t
-            .paths
-            .iter()
-            .filter(|p| !present.contains(p))
-            .cloned()
-            .collect();
-        if present.is_empty() {
-            bail!(
-                "target {name:?} has nothing to archive: none of {} exists under {}",
-                t.paths.join(", "),
-                root.display()
-            );
-        }
-        let single_dir = t.paths.len() == 1 && root.join(&t.paths[0]).is_dir();
-        let (base, base_rel, scope) = if single_dir {
-            (
-                root.join(&t.paths[0]),
-                t.paths[0].clone().into_bytes(),
-                vec![],
-            )
-        } else {
-            (
-                root.to_path_buf(),
-                vec![],
-                present.iter().map(|p| p.as_bytes().to_vec()).collect(),
-            )
-        };
-        return Ok(Source {
-            target: t.name.clone(),
-            prefix: t.prefix.clone(),
-            base,
-            base_rel,
-            scope,
-            absent,
-            live: t.live,
-            requires_migration_check: t.requires_migration_check,
-        });
+        return resolve_layout_target(root, root_dir, t);
     }
     let p = Path::new(name);
     let rel = if p.is_absolute() {
@@ -112,13 +81,15 @@ pub fn resolve_source(root: &Path, layout: &Layout, name: &str) -> Result<Source
     crate::manifest::check_entry_path(&rel_s).with_context(|| {
         format!("{name:?} is neither an archive target of the layout (see `datamig layout`) nor a directory under the root")
     })?;
-    let base = root.join(std::ffi::OsStr::from_bytes(&rel_s));
-    if !base.is_dir() {
+    let Some(Located::Dir { dir, .. }) =
+        locate(&root_dir, root, &rel_s, &format!("archive target {name:?}"))?
+    else {
         bail!(
             "{name:?} is neither an archive target of the layout nor a directory under {}",
             root.display()
         );
-    }
+    };
+    let base = root.join(std::ffi::OsStr::from_bytes(&rel_s));
     let classifier = layout.classifier();
     let live = classifier.area_of(&rel_s).is_some_and(|a| a.kind == "v2");
     let prefix = base
@@ -129,11 +100,65 @@ pub fn resolve_source(root: &Path, layout: &Layout, name: &str) -> Result<Source
         target: name.to_string(),
         prefix,
         base,
+        dir: Arc::new(dir),
         base_rel: rel_s,
         scope: vec![],
         absent: vec![],
         live,
         requires_migration_check: false,
+    })
+}
+
+fn resolve_layout_target(root: &Path, root_dir: Dir, t: &crate::layout::Target) -> Result<Source> {
+    let mut present = Vec::new();
+    let mut absent = Vec::new();
+    let mut single_dir = None;
+    for p in &t.paths {
+        let arg = format!("{p} (a path of the archive target {:?})", t.name);
+        match locate(&root_dir, root, p.as_bytes(), &arg)? {
+            Some(found) => {
+                if t.paths.len() == 1
+                    && let Located::Dir { dir, .. } = found
+                {
+                    single_dir = Some(dir);
+                }
+                present.push(p);
+            }
+            None => absent.push(p.clone()),
+        }
+    }
+    if present.is_empty() {
+        bail!(
+            "target {:?} has nothing to archive: none of {} exists under {}",
+            t.name,
+            t.paths.join(", "),
+            root.display()
+        );
+    }
+    let (base, dir, base_rel, scope) = match single_dir {
+        Some(d) => (
+            root.join(&t.paths[0]),
+            d,
+            t.paths[0].clone().into_bytes(),
+            vec![],
+        ),
+        None => (
+            root.to_path_buf(),
+            root_dir,
+            vec![],
+            present.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        ),
+    };
+    Ok(Source {
+        target: t.name.clone(),
+        prefix: t.prefix.clone(),
+        base,
+        dir: Arc::new(dir),
+        base_rel,
+        scope,
+        absent,
+        live: t.live,
+        requires_migration_check: t.requires_migration_check,
     })
 }
 

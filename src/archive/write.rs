@@ -1,18 +1,15 @@
 //! Where the archive is written: one pass over the scanned entries, each file
 //! read once, its SHA-256 taken over exactly the bytes put into the tar stream.
 
-use std::ffi::OsStr;
-use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, SeekFrom};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::os::fd::AsFd;
 
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use crate::entry::{Entry, FramePos, Kind};
 use crate::frames::{FrameWriter, Mark};
+use crate::fsx::{self, Dir};
 use crate::progress::Progress;
 use crate::scan::problem;
 use crate::tarfmt::{MemberHeader, MemberKind, Region, encode_header, padding};
@@ -23,10 +20,14 @@ const READ_BUF: usize = 256 << 10;
 
 /// Write every entry as a tar member. Entries gain `sha256`, `pos` (frame index
 /// for now; see `resolve_positions`) and a `problem` where the capture was not
-/// clean. Returns the number of members written.
+/// clean. Returns the number of members written. Files are read only through
+/// `base` (the source's handle), each opened beneath it without following any
+/// symlink and checked against `devs` (the `st_dev` of each entry, parallel to
+/// `entries`) and the entry's inode.
 pub fn write_members(
-    base: &Path,
+    base: &Dir,
     entries: &mut [Entry],
+    devs: &[u64],
     fw: &mut FrameWriter,
     progress: &dyn Progress,
 ) -> Result<u64> {
@@ -39,7 +40,7 @@ pub fn write_members(
     let mut buf = vec![0u8; READ_BUF];
     let mut written = 0u64;
     let mut failed_files: std::collections::HashSet<Vec<u8>> = Default::default();
-    for e in entries.iter_mut() {
+    for (e, &dev) in entries.iter_mut().zip(devs) {
         let mark = match e.kind {
             Kind::Dir => Some(put_simple(fw, e, MemberKind::Dir, None)?),
             Kind::Symlink if e.problem.is_none() => {
@@ -58,7 +59,7 @@ pub fn write_members(
                 }
             }
             Kind::File if e.problem.is_none() => {
-                let m = put_file(base, e, fw, &mut buf)?;
+                let m = put_file(base, e, dev, fw, &mut buf)?;
                 if m.is_none() {
                     failed_files.insert(e.path.clone());
                 }
@@ -144,33 +145,26 @@ pub fn put_bytes(fw: &mut FrameWriter, path: &[u8], data: &[u8], mtime: i64) -> 
 }
 
 /// Returns `None` (with a problem on the entry) when the file could not be
-/// opened; once its header is out, the member is always completed so the tar
-/// stream stays well-formed, and any change is flagged instead.
+/// opened, or what was opened is not the inode that was listed (it was
+/// replaced, or a directory on its path was swapped for a symlink: nothing is
+/// read then). Once its header is out, the member is always completed so the
+/// tar stream stays well-formed, and any change is flagged instead.
 fn put_file(
-    base: &Path,
+    base: &Dir,
     e: &mut Entry,
+    dev: u64,
     fw: &mut FrameWriter,
     buf: &mut [u8],
 ) -> Result<Option<Mark>> {
-    let abs = base.join(OsStr::from_bytes(&e.path));
-    let mut f = match File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&abs)
-    {
+    let mut f = match base.open_file_beneath(&e.path) {
         Ok(f) => f,
         Err(err) => {
-            let why = if err.kind() == ErrorKind::NotFound {
-                problem::VANISHED.to_string()
-            } else {
-                format!("{}: {err}", problem::UNREADABLE)
-            };
-            e.add_problem(format!("{why}; {NOT_ARCHIVED}"));
+            e.add_problem(crate::scan::open_problem(&err, NOT_ARCHIVED));
             return Ok(None);
         }
     };
-    let meta = match f.metadata() {
-        Ok(m) if m.is_file() && m.ino() == e.ino => m,
+    let meta = match fsx::meta_of(&f) {
+        Ok(m) if m.is_file() && m.same_inode(dev, e.ino) => m,
         Ok(_) => {
             e.add_problem(format!(
                 "{}: replaced by another file after it was listed; {NOT_ARCHIVED}",
@@ -183,7 +177,10 @@ fn put_file(
             return Ok(None);
         }
     };
-    let sparse = if meta.blocks() * 512 < e.size {
+    // The same inode, but written to since it was listed: captured (so the
+    // archive holds what is there now) and flagged below, never as if clean.
+    let mut moved = meta.size != e.size || meta.mtime_ns != e.mtime_ns;
+    let sparse = if meta.blocks * 512 < e.size {
         data_regions(&mut f, e.size)
     } else {
         None
@@ -245,8 +242,8 @@ fn put_file(
         let mut one = [0u8; 1];
         h.sparse.is_none() && !short && matches!(f.read(&mut one), Ok(1))
     };
-    let moved = match f.metadata() {
-        Ok(a) => a.size() != e.size || crate::entry::nanos(a.mtime(), a.mtime_nsec()) != e.mtime_ns,
+    moved |= match fsx::meta_of(&f) {
+        Ok(a) => a.size != e.size || a.mtime_ns != e.mtime_ns,
         Err(_) => true,
     };
     if short || grew || moved {
@@ -270,31 +267,22 @@ pub fn hash_zeros(h: &mut Sha256, mut n: u64) {
 
 /// The data regions of a sparse file, from SEEK_DATA/SEEK_HOLE. `None` when the
 /// filesystem cannot tell (the file is then stored densely).
-fn data_regions(f: &mut File, size: u64) -> Option<Vec<Region>> {
-    use std::os::fd::AsRawFd;
-    let fd = f.as_raw_fd();
+fn data_regions<F: AsFd + Seek>(f: &mut F, size: u64) -> Option<Vec<Region>> {
+    use rustix::fs::{SeekFrom as At, seek};
     let mut out = Vec::new();
-    let mut pos: i64 = 0;
-    while (pos as u64) < size {
-        // SAFETY: lseek on an fd we own; no memory is passed.
-        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::ENXIO) {
-                break; // only a hole remains
-            }
-            return None;
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return None;
-        }
-        let end = (hole as u64).min(size);
-        if end > data as u64 {
+    let mut pos = 0u64;
+    while pos < size {
+        let data = match seek(&*f, At::Data(pos)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break, // only a hole remains
+            Err(_) => return None,
+        };
+        let hole = seek(&*f, At::Hole(data)).ok()?;
+        let end = hole.min(size);
+        if end > data {
             out.push(Region {
-                offset: data as u64,
-                len: end - data as u64,
+                offset: data,
+                len: end - data,
             });
         }
         pos = hole;

@@ -154,7 +154,7 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         }
     }
 
-    let mut entries = scan_source(opts, &src, &dest)?;
+    let (mut entries, devs) = scan_source(opts, &src, &dest)?;
     if entries
         .iter()
         .any(|e| e.path == b".datamig" || e.path.starts_with(b".datamig/"))
@@ -179,7 +179,7 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         ),
     };
     let mut fw = FrameWriter::new(Box::new(file), opts.level, opts.threads);
-    let members = write_members(&src.base, &mut entries, &mut fw, progress)?;
+    let members = write_members(&src.dir, &mut entries, &devs, &mut fw, progress)?;
     let offsets = fw.sync()?;
     resolve_positions(&mut entries, &offsets);
 
@@ -331,7 +331,12 @@ fn written_len(out: &AtomicFile) -> Result<u64> {
     Ok(std::fs::metadata(out.temp_path())?.len())
 }
 
-fn scan_source(opts: &ArchiveOptions, src: &Source, dest: &std::path::Path) -> Result<Vec<Entry>> {
+/// The source's entries, and each one's `st_dev` (what the writer checks).
+fn scan_source(
+    opts: &ArchiveOptions,
+    src: &Source,
+    dest: &std::path::Path,
+) -> Result<(Vec<Entry>, Vec<u64>)> {
     let mut excludes = opts.excludes.clone();
     // An archive destination inside the tree being archived must not archive itself.
     if let (Ok(b), Ok(d)) = (src.base.canonicalize(), dest.canonicalize())
@@ -353,6 +358,7 @@ fn scan_source(opts: &ArchiveOptions, src: &Source, dest: &std::path::Path) -> R
     let no_json = |_: &[u8]| false;
     let spec = ScanSpec {
         root: &src.base,
+        root_dir: Some(&src.dir),
         scope: &src.scope,
         excludes: &excludes,
         area_of: &area_of,
@@ -360,7 +366,8 @@ fn scan_source(opts: &ArchiveOptions, src: &Source, dest: &std::path::Path) -> R
         threads: opts.threads,
         hash_files: false,
     };
-    Ok(scan(&spec, &crate::progress::Silent)?.entries)
+    let scanned = scan(&spec, &crate::progress::Silent)?;
+    Ok((scanned.entries, scanned.devs))
 }
 
 fn sums_file(entries: &[Entry]) -> Vec<u8> {

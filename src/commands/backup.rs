@@ -315,6 +315,7 @@ fn change_since(
     let no_json = |_: &[u8]| false;
     let spec = ScanSpec {
         root: &src.base,
+        root_dir: Some(&src.dir),
         scope: &src.scope,
         excludes: &excludes,
         area_of: &area,

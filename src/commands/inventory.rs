@@ -81,6 +81,7 @@ pub fn run(opts: &InventoryOptions, progress: &dyn Progress) -> Result<Inventory
     };
     let spec = ScanSpec {
         root: &opts.root,
+        root_dir: None,
         scope: &scope,
         excludes: &excludes,
         area_of: &area_of,

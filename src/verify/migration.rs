@@ -153,6 +153,7 @@ pub fn verify_migration(
     let no_json = |_: &[u8]| false;
     let spec = ScanSpec {
         root,
+        root_dir: None,
         scope: &roots,
         excludes: &excludes,
         area_of: &area,

@@ -71,6 +71,7 @@ pub fn verify_tree(opts: &TreeOptions, progress: &dyn Progress) -> Result<TreeRe
     let no_json = |_: &[u8]| false;
     let spec = ScanSpec {
         root: &opts.tree,
+        root_dir: None,
         scope: &scope,
         excludes: &excludes,
         area_of: &area,
