@@ -47,6 +47,16 @@ pub struct Scan {
     pub entries: Vec<Entry>,
     pub hashed: u64,
     pub reused: u64,
+    /// Per entry, in the same order: what the manifest does not record but
+    /// `--remove-source` re-checks before it deletes.
+    pub identity: Vec<Identity>,
+}
+
+/// Device and link count of an entry as the walk saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub dev: u64,
+    pub nlink: u64,
 }
 
 /// Largest file whose content is kept for the JSON check.
@@ -222,10 +232,18 @@ pub fn hash(
     progress.finish();
 
     let hashed = to_hash.len() as u64;
+    let identity = raws
+        .iter()
+        .map(|r| Identity {
+            dev: r.dev,
+            nlink: r.nlink,
+        })
+        .collect();
     Scan {
         entries: raws.into_iter().map(|r| r.entry).collect(),
         hashed,
         reused,
+        identity,
     }
 }
 

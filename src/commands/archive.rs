@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::archive::check::{CheckReport, check_archive};
-use crate::archive::remove::{Removal, remove_archived};
+use crate::archive::remove::{BaseDir, Removal, remove_archived};
 use crate::archive::write::{put_bytes, resolve_positions, write_members};
 use crate::archive::{
     EXTENSION, MANIFEST_MEMBER, MANIFEST_SIDECAR, SHA_SIDECAR, SUMS_MEMBER, Source, create_dest,
@@ -140,7 +140,11 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         }
     }
 
-    let mut entries = scan_source(opts, &src, &dest)?;
+    // Opened before the scan, beneath the root: removal acts only through it.
+    let base_dir = opts
+        .remove_source
+        .then(|| BaseDir::open(root, &src.base_rel));
+    let (mut entries, identity) = scan_source(opts, &src, &dest)?;
     if entries
         .iter()
         .any(|e| e.path == b".datamig" || e.path.starts_with(b".datamig/"))
@@ -272,11 +276,15 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         removed: None,
         remove_refused: None,
     };
-    if opts.remove_source {
-        match removal_refusal(opts, &src, &report, migration_checked, migration_note) {
-            Some(why) => report.remove_refused = Some(why),
-            None => {
-                report.removed = Some(remove_archived(&src.base, &entries, src.scope.is_empty()))
+    if let Some(base_dir) = base_dir {
+        match (
+            removal_refusal(opts, &src, &report, migration_checked, migration_note),
+            base_dir,
+        ) {
+            (Some(why), _) | (None, Err(why)) => report.remove_refused = Some(why),
+            (None, Ok(b)) => {
+                let remove_base = src.scope.is_empty();
+                report.removed = Some(remove_archived(&b, &entries, &identity, remove_base))
             }
         }
     }
@@ -316,7 +324,12 @@ fn written_len(out: &AtomicFile) -> Result<u64> {
     Ok(std::fs::metadata(out.temp_path())?.len())
 }
 
-fn scan_source(opts: &ArchiveOptions, src: &Source, dest: &std::path::Path) -> Result<Vec<Entry>> {
+/// The scanned entries, and per entry the identity removal re-checks.
+fn scan_source(
+    opts: &ArchiveOptions,
+    src: &Source,
+    dest: &std::path::Path,
+) -> Result<(Vec<Entry>, Vec<crate::scan::Identity>)> {
     let mut excludes = opts.excludes.clone();
     // An archive destination inside the tree being archived must not archive itself.
     if let (Ok(b), Ok(d)) = (src.base.canonicalize(), dest.canonicalize())
@@ -345,7 +358,8 @@ fn scan_source(opts: &ArchiveOptions, src: &Source, dest: &std::path::Path) -> R
         threads: opts.threads,
         hash_files: false,
     };
-    Ok(scan(&spec, &crate::progress::Silent)?.entries)
+    let s = scan(&spec, &crate::progress::Silent)?;
+    Ok((s.entries, s.identity))
 }
 
 fn sums_file(entries: &[Entry]) -> Vec<u8> {
