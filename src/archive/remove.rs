@@ -60,9 +60,7 @@ impl BaseDir {
         let display = if rel.is_empty() {
             root.display().to_string()
         } else {
-            root.join(OsStr::from_bytes(rel))
-                .display()
-                .to_string()
+            root.join(OsStr::from_bytes(rel)).display().to_string()
         };
         let refuse = |e: io::Error| {
             let how = if crate::fsx::is_symlink_error(&e) {
@@ -84,9 +82,7 @@ impl BaseDir {
                     } else {
                         p
                     };
-                    Dir::open(p)
-                        .ok()
-                        .map(|d| (d, n.as_bytes().to_vec()))
+                    Dir::open(p).ok().map(|d| (d, n.as_bytes().to_vec()))
                 }
                 _ => None,
             };
@@ -346,7 +342,13 @@ fn open_checked(from: &Dir, name: &[u8], scanned: Option<(u64, u64)>) -> Result<
     Ok(d)
 }
 
-fn remove_dir(dir: &Dir, name: &[u8], e: &Entry, id: Identity, holds_kept: bool) -> Result<(), Keep> {
+fn remove_dir(
+    dir: &Dir,
+    name: &[u8],
+    e: &Entry,
+    id: Identity,
+    holds_kept: bool,
+) -> Result<(), Keep> {
     let m = dir.stat(name).map_err(lookup_error)?;
     if !m.is_dir() {
         return Err(Keep::Replaced(kind_words(&m)));
@@ -475,9 +477,7 @@ fn unlink_error(e: io::Error) -> Keep {
     match e.raw_os_error() {
         Some(libc::ENOENT) => Keep::Vanished,
         // The checked entry was swapped for a directory in between.
-        Some(libc::EISDIR) => {
-            Keep::Replaced("a directory at the instant of removal".into())
-        }
+        Some(libc::EISDIR) => Keep::Replaced("a directory at the instant of removal".into()),
         _ => Keep::RemoveFailed(e.to_string()),
     }
 }
