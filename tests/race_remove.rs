@@ -172,6 +172,10 @@ fn require_strace() -> PathBuf {
 /// `unlink` is held the same way (counted apart) where the architecture has
 /// it, so the window opens whichever call a removal uses.
 fn held_datamig(s: &Setup, nth: u32, hold: Duration) -> Command {
+    held(s.args(), nth, hold)
+}
+
+fn held(args: Vec<OsString>, nth: u32, hold: Duration) -> Command {
     let mut c = Command::new(require_strace());
     c.args([
         "-f",
@@ -187,7 +191,7 @@ fn held_datamig(s: &Setup, nth: u32, hold: Duration) -> Command {
         hold.as_micros()
     ))
     .arg(BIN)
-    .args(s.args())
+    .args(args)
     .env_remove("V2_DATA_ROOT");
     c
 }
@@ -250,8 +254,12 @@ fn finish(mut r: Running, deadline: Duration) -> Output {
 /// Block until the archive is in place (the capture is over; removal comes
 /// next). Panics if the child exits first.
 fn wait_for_archive(s: &Setup, run: &mut Running) {
+    wait_for_archive_named(&s.archive(), run)
+}
+
+fn wait_for_archive_named(archive: &Path, run: &mut Running) {
     let start = Instant::now();
-    while fs::symlink_metadata(s.archive()).is_err() {
+    while fs::symlink_metadata(archive).is_err() {
         if let Some(st) = run.child.try_wait().unwrap() {
             panic!("datamig exited ({st}) before the archive appeared");
         }
@@ -674,4 +682,95 @@ fn finding_3_hard_link_changed_after_its_first_name_was_removed_is_kept() {
         b"SHARED CONTENT\n"
     );
     assert!(!s.base.join("b-plain").exists());
+}
+
+// ---------------------------------------------------------------------------
+// A target of several paths: the directories above them are not archived,
+// but removal still only goes through the ones that were there.
+
+/// The built-in layout plus a target `nested` made of `keep/x`, `keep/y`
+/// and `zz` (removed first).
+fn nested_layout(dir: &Path) -> PathBuf {
+    let (c, toml, err) = common::datamig(["layout"]);
+    assert_eq!(c, 0, "{err}");
+    let mut toml = String::from_utf8(toml).unwrap();
+    toml.push_str(
+        "\n[[target]]\nname = \"nested\"\nprefix = \"nested\"\npaths = [\"keep/x\", \"keep/y\", \"zz\"]\n",
+    );
+    let p = dir.join("layout.toml");
+    fs::write(&p, toml).unwrap();
+    p
+}
+
+/// `archive nested` of the layout `layout`, dated `date`.
+fn nested_args(s: &Setup, layout: &Path, date: &str) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["--layout".into(), layout.into()];
+    a.extend(s.args().into_iter().map(|x| match x.to_str() {
+        Some("olddir") => "nested".into(),
+        Some(DATE) => date.into(),
+        _ => x,
+    }));
+    a
+}
+
+#[test]
+fn finding_2_scoped_target_parent_swapped_for_another_directory_is_kept() {
+    let s = Setup::new();
+    let layout = nested_layout(s.root.parent().unwrap());
+    let keep = s.root.join("keep");
+    for i in 0..10 {
+        common::write(&keep, &format!("x/f{i}"), b"x\n");
+        common::write(&keep, &format!("y/f{i}"), b"y\n");
+    }
+    common::write(&keep, "not-in-target", b"stays\n");
+    common::write(&s.root, "zz", b"removed first\n");
+
+    // Undisturbed: x and y go, keep (not archived) stays with what else it holds.
+    let out = common::output_within(
+        &mut common::cmd(nested_args(&s, &layout, DATE)),
+        common::DEFAULT_DEADLINE,
+    );
+    let rep = report_of(&out);
+    assert_eq!(common::code(&out), 0, "{rep:#}");
+    assert_eq!(rep["removed"]["files"], 21, "{rep:#}");
+    assert_eq!(walk_tree(&keep).len(), 1, "{:?}", walk_tree(&keep));
+
+    // `keep` replaced by another directory holding the same names while the
+    // first unlinkat (of zz) is held: nothing below it is touched.
+    common::write(&s.root, "zz", b"removed first\n");
+    for i in 0..10 {
+        common::write(&keep, &format!("x/f{i}"), b"x\n");
+        common::write(&keep, &format!("y/f{i}"), b"y\n");
+    }
+    let mut run = spawn(held(
+        nested_args(&s, &layout, "20250102"),
+        1,
+        Duration::from_secs(3),
+    ));
+    wait_for_archive_named(&s.dest.join("nested-20250102.tar.zst"), &mut run);
+    let moved = s.root.parent().unwrap().join("moved-keep");
+    fs::rename(&keep, &moved).unwrap();
+    fs::create_dir(&keep).unwrap();
+    for d in ["x", "y"] {
+        for i in 0..10 {
+            common::write(&keep, &format!("{d}/f{i}"), b"IMPOSTOR\n");
+        }
+    }
+    let impostor = snapshot(&keep);
+    let out = finish(run, Duration::from_secs(60));
+    let rep = report_of(&out);
+    assert_eq!(common::code(&out), 1, "{rep:#}");
+    assert_unchanged(&impostor, &keep, "the directory put in place of keep");
+    assert_eq!(
+        common::regular_files(&moved).len(),
+        21,
+        "the archived tree, moved out of the way, lost files"
+    );
+    let kept = kept_of(&rep);
+    let note = kept.get("keep/y/f9").unwrap_or_else(|| panic!("{rep:#}"));
+    assert!(
+        note.contains("directory keep was replaced by another directory"),
+        "{note}"
+    );
+    assert!(!s.root.join("zz").exists(), "zz was not removed");
 }

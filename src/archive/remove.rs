@@ -49,14 +49,18 @@ pub struct BaseDir {
     ino: u64,
     /// The directory holding the base, and the base's name in it.
     parent: Option<(Dir, Vec<u8>)>,
+    /// (dev, ino) of the directories above a target's scope paths (which the
+    /// scan does not list), seen when the base was opened.
+    above_scope: HashMap<Vec<u8>, (u64, u64)>,
     display: String,
 }
 
 impl BaseDir {
     /// Open the base `rel` (relative to the data root, empty for the root
-    /// itself) beneath the root, following no symlink under the root. The
-    /// error says why removal cannot go ahead.
-    pub fn open(root: &Path, rel: &[u8]) -> Result<BaseDir, String> {
+    /// itself) beneath the root, following no symlink under the root, and
+    /// note the directories above the `scope` paths under it. The error says
+    /// why removal cannot go ahead.
+    pub fn open(root: &Path, rel: &[u8], scope: &[Vec<u8>]) -> Result<BaseDir, String> {
         let display = if rel.is_empty() {
             root.display().to_string()
         } else {
@@ -95,14 +99,44 @@ impl BaseDir {
             (dir, Some((parent, name.to_vec())))
         };
         let m = dir.meta().map_err(refuse)?;
+        let above_scope = above_scope(&dir, scope);
         Ok(BaseDir {
             dir,
             dev: m.dev,
             ino: m.ino,
             parent,
+            above_scope,
             display,
         })
     }
+}
+
+/// (dev, ino) of each directory strictly above a scope path, opened one
+/// component at a time without following links. One that cannot be opened
+/// is left out: removal then finds it is not a directory, or has nothing to
+/// compare it with.
+fn above_scope(base: &Dir, scope: &[Vec<u8>]) -> HashMap<Vec<u8>, (u64, u64)> {
+    let mut seen = HashMap::new();
+    for path in scope {
+        let (parent, _) = split_parent(path);
+        if parent.is_empty() {
+            continue;
+        }
+        let mut here: Option<Dir> = None;
+        let mut rel: Vec<u8> = Vec::new();
+        for c in parent.split(|&b| b == b'/') {
+            let from = here.as_ref().unwrap_or(base);
+            let Ok(d) = from.open_dir(c) else { break };
+            let Ok(m) = d.meta() else { break };
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(c);
+            seen.insert(rel.clone(), (m.dev, m.ino));
+            here = Some(d);
+        }
+    }
+    seen
 }
 
 /// Why an entry was kept. Rendered as the note next to its path.
@@ -182,6 +216,7 @@ pub fn remove_archived(
     crate::fsx::raise_fd_limit();
     let mut r = Remover {
         base: &base.dir,
+        above_scope: &base.above_scope,
         entries,
         identity,
         chain: Vec::new(),
@@ -211,6 +246,7 @@ pub fn remove_archived(
 
 struct Remover<'a> {
     base: &'a Dir,
+    above_scope: &'a HashMap<Vec<u8>, (u64, u64)>,
     entries: &'a [Entry],
     identity: &'a [Identity],
     /// Open directories from just below the base down to the parent of the
@@ -294,15 +330,22 @@ impl Remover<'_> {
         }
     }
 
-    /// (dev, ino) the scan recorded for the directory `rel`; `None` for a
-    /// directory above the scanned paths (a target's scope), which is still
-    /// opened without following links but has nothing to compare with.
-    fn scanned_dir(&self, rel: &[u8]) -> Option<(u64, u64)> {
-        let i = self
+    /// What the directory `rel` was when it was captured: listed by the
+    /// scan, or above a target's scope paths (seen when the base was opened).
+    fn scanned_dir(&self, rel: &[u8]) -> Scanned {
+        match self
             .entries
             .binary_search_by(|e| e.path.as_slice().cmp(rel))
-            .ok()?;
-        (self.entries[i].kind == Kind::Dir).then(|| (self.identity[i].dev, self.entries[i].ino))
+        {
+            Ok(i) if self.entries[i].kind == Kind::Dir => {
+                Scanned::Dir(self.identity[i].dev, self.entries[i].ino)
+            }
+            Ok(_) => Scanned::NotDir,
+            Err(_) => match self.above_scope.get(rel) {
+                Some(&(dev, ino)) => Scanned::Dir(dev, ino),
+                None => Scanned::Unknown,
+            },
+        }
     }
 
     fn keep(&mut self, e: &Entry, why: Keep) {
@@ -320,9 +363,22 @@ impl Remover<'_> {
     }
 }
 
+/// What a parent directory was when it was captured.
+enum Scanned {
+    Dir(u64, u64),
+    /// Captured as something else: nothing below it can be archived.
+    NotDir,
+    /// Never seen (it could not be opened when the base was): opened without
+    /// following links, with nothing to compare it with.
+    Unknown,
+}
+
 /// Open the directory `name` in `from` without following a symlink, and
-/// check it is the inode the scan listed; the error says how it is not.
-fn open_checked(from: &Dir, name: &[u8], scanned: Option<(u64, u64)>) -> Result<Dir, String> {
+/// check it is the inode that was captured; the error says how it is not.
+fn open_checked(from: &Dir, name: &[u8], scanned: Scanned) -> Result<Dir, String> {
+    if let Scanned::NotDir = scanned {
+        return Err("was not a directory when it was archived".into());
+    }
     let d = from.open_dir(name).map_err(|e| match e.raw_os_error() {
         Some(libc::ELOOP) | Some(libc::ENOTDIR) => match from.stat(name) {
             Ok(m) => format!("was replaced by {}", kind_words(&m)),
@@ -331,7 +387,7 @@ fn open_checked(from: &Dir, name: &[u8], scanned: Option<(u64, u64)>) -> Result<
         Some(libc::ENOENT) => "was moved away or removed".into(),
         _ => format!("could not be opened ({e})"),
     })?;
-    if let Some((dev, ino)) = scanned {
+    if let Scanned::Dir(dev, ino) = scanned {
         let m = d
             .meta()
             .map_err(|e| format!("could not be checked ({e})"))?;

@@ -143,7 +143,7 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     // Opened before the scan, beneath the root: removal acts only through it.
     let base_dir = opts
         .remove_source
-        .then(|| BaseDir::open(root, &src.base_rel));
+        .then(|| BaseDir::open(root, &src.base_rel, &src.scope));
     let (mut entries, identity) = scan_source(opts, &src, &dest)?;
     if entries
         .iter()
