@@ -774,3 +774,40 @@ fn finding_2_scoped_target_parent_swapped_for_another_directory_is_kept() {
     );
     assert!(!s.root.join("zz").exists(), "zz was not removed");
 }
+
+// ---------------------------------------------------------------------------
+// Finding 11 (removal part): a target that is a symlink under the root.
+
+/// `olddir` is a symlink to `outside`: whatever else datamig does with such a
+/// target (archive it, or refuse it outright), it never removes through it.
+#[test]
+fn finding_11_symlinked_target_is_never_removed_through() {
+    let s = Setup::new();
+    fs::remove_dir(&s.base).unwrap();
+    for i in 0..5 {
+        fs::write(s.outside.join(format!("f{i}")), b"precious\n").unwrap();
+    }
+    std::os::unix::fs::symlink(&s.outside, &s.base).unwrap();
+    let before = snapshot(&s.outside);
+    let out = common::output_within(&mut common::cmd(s.args()), common::DEFAULT_DEADLINE);
+    let code = common::code(&out);
+    assert_unchanged(&before, &s.outside, "the directory the target links to");
+    assert!(
+        fs::symlink_metadata(&s.base)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the target symlink itself was removed"
+    );
+    assert!(
+        code == 1 || code == 2,
+        "exit {code}\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if code == 1 {
+        let rep = report_of(&out);
+        let why = rep["remove_refused"].as_str().unwrap_or_default();
+        assert!(why.contains("symbolic link"), "{rep:#}");
+    }
+}

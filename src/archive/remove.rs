@@ -67,8 +67,12 @@ impl BaseDir {
             root.join(OsStr::from_bytes(rel)).display().to_string()
         };
         let refuse = |e: io::Error| {
-            let how = if crate::fsx::is_symlink_error(&e) {
-                "is reached through a symbolic link under the data root".to_string()
+            // O_NOFOLLOW|O_DIRECTORY on a symlink says ENOTDIR, openat2 with
+            // RESOLVE_NO_SYMLINKS says ELOOP; resolve_source saw a directory.
+            let through_link =
+                crate::fsx::is_symlink_error(&e) || e.raw_os_error() == Some(libc::ENOTDIR);
+            let how = if through_link {
+                "is a symbolic link, or is reached through one, under the data root".to_string()
             } else {
                 format!("cannot be opened: {e}")
             };
