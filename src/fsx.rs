@@ -423,6 +423,38 @@ pub fn meta_of(fd: impl AsFd) -> io::Result<Meta> {
     Ok(Meta::from_stat(&rustix::fs::fstat(fd)?))
 }
 
+// ---------------------------------------------------------------------------
+// archive --remove-source (src/archive/remove.rs): pin an entry while it is
+// checked and unlinked, so what our own unlink did to it can be read after.
+
+/// An `O_PATH` handle on one entry (a symlink itself, never its target). It
+/// reads nothing and opens no device, and it still describes that inode after
+/// its name is gone: the link count and ctime our own unlink left.
+#[derive(Debug)]
+pub struct Pinned {
+    fd: OwnedFd,
+}
+
+impl Dir {
+    /// Pin the entry `name` (never follows a symlink there).
+    pub fn pin(&self, name: &[u8]) -> io::Result<Pinned> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Pinned { fd })
+    }
+}
+
+impl Pinned {
+    /// `fstat` of the pinned inode.
+    pub fn meta(&self) -> io::Result<Meta> {
+        meta_of(&self.fd)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

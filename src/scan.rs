@@ -62,12 +62,19 @@ pub struct ScanSpec<'a> {
 pub struct Scan {
     /// Sorted by path bytes, unique.
     pub entries: Vec<Entry>,
-    /// `st_dev` of each entry, parallel to `entries`: with the inode, what a
-    /// later open is checked against. Not in manifests (device numbers are
-    /// not stable across reboots).
-    pub devs: Vec<u64>,
     pub hashed: u64,
     pub reused: u64,
+    /// Per entry, in the same order: what the manifest does not record (device
+    /// numbers are not stable across reboots) but the archive writer and
+    /// `--remove-source` check an entry against before they use it.
+    pub identity: Vec<Identity>,
+}
+
+/// Device and link count of an entry as the walk saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub dev: u64,
+    pub nlink: u64,
 }
 
 /// Largest file whose content is kept for the JSON check.
@@ -392,12 +399,18 @@ pub fn hash(
     progress.finish();
 
     let hashed = to_hash.len() as u64;
-    let devs = raws.iter().map(|r| r.dev).collect();
+    let identity = raws
+        .iter()
+        .map(|r| Identity {
+            dev: r.dev,
+            nlink: r.nlink,
+        })
+        .collect();
     Scan {
         entries: raws.into_iter().map(|r| r.entry).collect(),
-        devs,
         hashed,
         reused,
+        identity,
     }
 }
 

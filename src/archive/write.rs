@@ -22,12 +22,12 @@ const READ_BUF: usize = 256 << 10;
 /// for now; see `resolve_positions`) and a `problem` where the capture was not
 /// clean. Returns the number of members written. Files are read only through
 /// `base` (the source's handle), each opened beneath it without following any
-/// symlink and checked against `devs` (the `st_dev` of each entry, parallel to
+/// symlink and checked against `identity` (each entry's `st_dev`, parallel to
 /// `entries`) and the entry's inode.
 pub fn write_members(
     base: &Dir,
     entries: &mut [Entry],
-    devs: &[u64],
+    identity: &[crate::scan::Identity],
     fw: &mut FrameWriter,
     progress: &dyn Progress,
 ) -> Result<u64> {
@@ -40,7 +40,7 @@ pub fn write_members(
     let mut buf = vec![0u8; READ_BUF];
     let mut written = 0u64;
     let mut failed_files: std::collections::HashSet<Vec<u8>> = Default::default();
-    for (e, &dev) in entries.iter_mut().zip(devs) {
+    for (e, dev) in entries.iter_mut().zip(identity.iter().map(|i| i.dev)) {
         let mark = match e.kind {
             Kind::Dir => Some(put_simple(fw, e, MemberKind::Dir, None)?),
             Kind::Symlink if e.problem.is_none() => {

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::archive::check::{CheckReport, check_archive};
-use crate::archive::remove::{Removal, remove_archived};
+use crate::archive::remove::{BaseDir, Removal, remove_archived};
 use crate::archive::write::{put_bytes, resolve_positions, write_members};
 use crate::archive::{
     EXTENSION, MANIFEST_MEMBER, MANIFEST_SIDECAR, SHA_SIDECAR, SUMS_MEMBER, Source, create_dest,
@@ -154,7 +154,11 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         }
     }
 
-    let (mut entries, devs) = scan_source(opts, &src, &dest)?;
+    // Opened before the scan, beneath the root: removal acts only through it.
+    let base_dir = opts
+        .remove_source
+        .then(|| BaseDir::open(root, &src.base_rel, &src.scope));
+    let (mut entries, identity) = scan_source(opts, &src, &dest)?;
     if entries
         .iter()
         .any(|e| e.path == b".datamig" || e.path.starts_with(b".datamig/"))
@@ -179,7 +183,7 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         ),
     };
     let mut fw = FrameWriter::new(Box::new(file), opts.level, opts.threads);
-    let members = write_members(&src.dir, &mut entries, &devs, &mut fw, progress)?;
+    let members = write_members(&src.dir, &mut entries, &identity, &mut fw, progress)?;
     let offsets = fw.sync()?;
     resolve_positions(&mut entries, &offsets);
 
@@ -287,11 +291,15 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         removed: None,
         remove_refused: None,
     };
-    if opts.remove_source {
-        match removal_refusal(opts, &src, &report, migration_checked, migration_note) {
-            Some(why) => report.remove_refused = Some(why),
-            None => {
-                report.removed = Some(remove_archived(&src.base, &entries, src.scope.is_empty()))
+    if let Some(base_dir) = base_dir {
+        match (
+            removal_refusal(opts, &src, &report, migration_checked, migration_note),
+            base_dir,
+        ) {
+            (Some(why), _) | (None, Err(why)) => report.remove_refused = Some(why),
+            (None, Ok(b)) => {
+                let remove_base = src.scope.is_empty();
+                report.removed = Some(remove_archived(&b, &entries, &identity, remove_base))
             }
         }
     }
@@ -331,12 +339,12 @@ fn written_len(out: &AtomicFile) -> Result<u64> {
     Ok(std::fs::metadata(out.temp_path())?.len())
 }
 
-/// The source's entries, and each one's `st_dev` (what the writer checks).
+/// The scanned entries, and per entry the identity the writer and removal check.
 fn scan_source(
     opts: &ArchiveOptions,
     src: &Source,
     dest: &std::path::Path,
-) -> Result<(Vec<Entry>, Vec<u64>)> {
+) -> Result<(Vec<Entry>, Vec<crate::scan::Identity>)> {
     let mut excludes = opts.excludes.clone();
     // An archive destination inside the tree being archived must not archive itself.
     if let (Ok(b), Ok(d)) = (src.base.canonicalize(), dest.canonicalize())
@@ -366,8 +374,8 @@ fn scan_source(
         threads: opts.threads,
         hash_files: false,
     };
-    let scanned = scan(&spec, &crate::progress::Silent)?;
-    Ok((scanned.entries, scanned.devs))
+    let s = scan(&spec, &crate::progress::Silent)?;
+    Ok((s.entries, s.identity))
 }
 
 fn sums_file(entries: &[Entry]) -> Vec<u8> {
