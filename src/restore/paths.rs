@@ -309,6 +309,7 @@ pub fn prepare_parent(root: &Dir, rel: &[u8]) -> Result<Dir, Blocked> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn hostile_names_table() {
@@ -357,8 +358,8 @@ mod tests {
         let _ = depth;
         // Swap `a` for another directory: refused when re-entered.
         t.reach(&[], false).unwrap();
-        std::fs::rename(d.path().join("a"), d.path().join("old")).unwrap();
-        std::fs::create_dir(d.path().join("a")).unwrap();
+        fs::rename(d.path().join("a"), d.path().join("old")).unwrap();
+        fs::create_dir(d.path().join("a")).unwrap();
         let e = t.reach(&deep, true).unwrap_err();
         assert!(e.is_swap(), "{e}");
         assert_eq!(e.at(), b"a");
