@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 
-use super::paths::{refuse_name, split_parent};
+use super::paths::{Blocked, refuse_name, split_parent};
 use super::{Ctx, DirMeta, RestoreReport};
 use crate::archive::write::hash_zeros;
 use crate::entry::{Entry, Kind, hex};
@@ -145,13 +145,17 @@ fn sweep_parent(ctx: &mut Ctx, comps: &[&[u8]], depth: usize) {
 
 fn make_dir(ctx: &mut Ctx, h: &MemberHeader, depth: usize, name: &[u8], expected: Option<&Entry>) {
     let dir = ctx.tree.dir(depth);
-    match dir.mkdir(name, 0o700) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+    let made = match dir.mkdir(name, 0o700) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
         Err(e) => return error(&mut ctx.report, &h.path, format!("cannot create: {e}")),
-    }
+    };
     let id = match dir.stat(name) {
         Ok(m) if m.is_dir() => (m.dev, m.ino),
+        Ok(_) if made => {
+            let why = Blocked::Swapped(h.path.clone()).to_string();
+            return refuse(&mut ctx.report, &h.path, why);
+        }
         Ok(_) => {
             return refuse(
                 &mut ctx.report,

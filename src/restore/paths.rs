@@ -80,7 +80,7 @@ impl fmt::Display for Blocked {
             Blocked::NotDir(d) => write!(f, "{} is not a directory", p(d)),
             Blocked::Swapped(d) => write!(
                 f,
-                "{} was replaced by another directory while the restore ran; nothing was written there",
+                "{} was replaced (by a symlink or another directory) while the restore ran; nothing was written there",
                 p(d)
             ),
             Blocked::Vanished(d) => write!(f, "directory {} vanished during the restore", p(d)),
@@ -282,6 +282,10 @@ fn classify(base: &Dir, name: &[u8], prefix: &[u8], e: io::Error) -> Blocked {
     match base.stat(name) {
         Ok(m) if m.is_symlink() => Blocked::Symlink(prefix.to_vec()),
         Ok(m) if !m.is_dir() => Blocked::NotDir(prefix.to_vec()),
+        // Not a directory when opened, a directory now: it was swapped.
+        Ok(_) if matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP)) => {
+            Blocked::Swapped(prefix.to_vec())
+        }
         Err(se) if se.kind() == io::ErrorKind::NotFound => Blocked::Vanished(prefix.to_vec()),
         _ => Blocked::Io(prefix.to_vec(), e),
     }
