@@ -42,6 +42,51 @@ pub fn remove_temps_and_exit(code: i32) -> ! {
     std::process::exit(code)
 }
 
+/// Create a temporary file through `create` while holding the registry lock,
+/// and register `path` (where the signal handler finds it): a signal either
+/// sees the file or stops us before it exists.
+pub fn create_registered<T>(
+    path: PathBuf,
+    create: impl FnOnce() -> io::Result<T>,
+) -> io::Result<T> {
+    let mut live = LIVE_TEMPS.lock().unwrap_or_else(|e| e.into_inner());
+    let made = create()?;
+    live.push(path);
+    Ok(made)
+}
+
+/// The temporary is gone (renamed into place or removed): forget it.
+pub fn forget_temp(p: &Path) {
+    unregister(p)
+}
+
+/// A temporary name of bounded length (`.datamig-tmp-PID-N`, at most ~45
+/// bytes), never derived from the member's own name: a name of 255 bytes
+/// still has room for its temporary.
+pub fn temp_name() -> Vec<u8> {
+    format!("{}{}-{}", TMP_INFIX, own_pid(), unique()).into_bytes()
+}
+
+/// `sweep_stale_temps` through a directory handle; returns the names removed.
+pub fn sweep_stale_temps_in(dir: &crate::fsx::Dir) -> Vec<Vec<u8>> {
+    let mut removed = Vec::new();
+    let Ok(names) = dir.entries() else {
+        return removed;
+    };
+    for n in names.flatten() {
+        let Some(pid) = stale_temp_pid(&n.name) else {
+            continue;
+        };
+        if pid_alive(pid) || !dir.stat(&n.name).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        if dir.unlink(&n.name).is_ok() {
+            removed.push(n.name);
+        }
+    }
+    removed
+}
+
 fn unregister(p: &Path) {
     if let Ok(mut v) = LIVE_TEMPS.lock() {
         v.retain(|q| q != p);
@@ -93,7 +138,8 @@ pub fn sweep_stale_temps(dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
-/// The PID in `.NAME.datamig-tmp-PID-N`, if `name` has that shape.
+/// The PID in `.NAME.datamig-tmp-PID-N` or `.datamig-tmp-PID-N`, if `name`
+/// has that shape.
 pub fn stale_temp_pid(name: &[u8]) -> Option<i32> {
     if !name.starts_with(b".") {
         return None;
@@ -360,6 +406,11 @@ mod tests {
         assert_eq!(stale_temp_pid(b".a.datamig-tmp-123-"), None);
         assert_eq!(stale_temp_pid(b".a.datamig-tmp-0-1"), None);
         assert_eq!(stale_temp_pid(b".notes.txt"), None);
+        // restore's bounded form
+        assert_eq!(stale_temp_pid(b".datamig-tmp-77-9"), Some(77));
+        let t = temp_name();
+        assert!(is_temp_name(&t) && t.len() < 64);
+        assert_eq!(stale_temp_pid(&t), Some(std::process::id() as i32));
     }
 
     #[test]

@@ -461,7 +461,7 @@ impl<F: std::os::unix::fs::FileExt> FrameReader<F> {
                 });
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!("damaged zstd frame at offset {offset}: {reason}"),
+                    format!("zstd frame at offset {offset} is corrupt: {reason}"),
                 )
             };
             let size = match zstd::zstd_safe::find_frame_compressed_size(buf) {
@@ -481,8 +481,15 @@ impl<F: std::os::unix::fs::FileExt> FrameReader<F> {
             let skippable = magic & 0xFFFF_FFF0 == 0x184D_2A50; // our index
             if !skippable {
                 self.out.clear();
-                if let Err(e) = self.dctx.decompress_to_buffer(&buf[..size], &mut self.out) {
-                    return Err(damaged(self, format!("cannot decode: {e}")));
+                // The decoder's own message ("Destination buffer is too
+                // small", ...) means nothing to a reader: say what it implies.
+                if self
+                    .dctx
+                    .decompress_to_buffer(&buf[..size], &mut self.out)
+                    .is_err()
+                {
+                    let reason = "its compressed data does not decode (damaged bytes)";
+                    return Err(damaged(self, reason.to_string()));
                 }
             }
             // Keep what was read past this frame: the next frame starts there,

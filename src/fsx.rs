@@ -455,6 +455,41 @@ impl Pinned {
     }
 }
 
+// ---------------------------------------------------------------- restore's helpers
+
+/// Create the directory the operator named (DIR) and any missing parents, each
+/// with `mode` (the process umask still applies). A trusted path: the operator
+/// named it, so it may be reached through symlinks.
+pub fn create_dir_path(path: &Path, mode: u32) -> io::Result<()> {
+    match rustix::fs::mkdir(path, Mode::from_raw_mode(mode as _)) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(rustix::io::Errno::NOENT) => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                create_dir_path(parent, mode)?;
+            }
+            match rustix::fs::mkdir(path, Mode::from_raw_mode(mode as _)) {
+                Err(rustix::io::Errno::EXIST) => Ok(()),
+                r => Ok(r?),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Open a file the operator named (an archive) for reading.
+pub fn open_path(path: &Path) -> io::Result<File> {
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    Ok(File::from(fd))
+}
+
+impl Dir {
+    /// Whether the directory has no entries besides `.` and `..`.
+    pub fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.entries()?.next().transpose()?.is_none())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

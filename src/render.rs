@@ -425,6 +425,16 @@ pub fn restore(w: &mut dyn Write, r: &crate::restore::RestoreReport) -> io::Resu
     )?;
     list(w, "Missing from the archive", &r.missing, |p| p.clone())?;
     notes(w, "Errors", &r.errors)?;
+    notes(
+        w,
+        "Recorded by the archive's manifest as not captured cleanly",
+        &r.manifest_problems,
+    )?;
+    notes(
+        w,
+        "Directories replaced while the restore ran (nothing written through them)",
+        &r.swapped,
+    )?;
     list(
         w,
         "Removed temporary files left by a killed datamig run",

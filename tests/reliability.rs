@@ -1277,7 +1277,16 @@ fn files_deleted_truncated_or_grown_while_archived_are_flagged_never_silently_wr
     }
     let r = t.path().join("r");
     let (rc, rv, rerr) = restore_json(&archive, &r);
-    assert_eq!(rc, 0, "{rerr}\n{rv:#}");
+    // Issue 10 finding 4: the entries the manifest flags are named, exit 1.
+    let named: std::collections::HashSet<String> = rv["manifest_problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(named, flagged, "{rv:#}");
+    let want = if flagged.is_empty() { 0 } else { 1 };
+    assert_eq!(rc, want, "{rerr}\n{rv:#}");
     let mut clean_checked = 0;
     for i in 0..n {
         let name = format!("f{i:05}.txt");

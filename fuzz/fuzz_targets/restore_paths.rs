@@ -1,6 +1,7 @@
 //! Restore's path checks. Property: a name `refuse_name` accepts has no `..`
 //! or empty/`.` component, no leading `/`, no NUL; and `prepare_parent` on an
-//! accepted name never creates anything outside the root it is given.
+//! accepted name never creates anything outside the root it is given, and the
+//! handle it returns is the directory at ROOT/PARENT.
 #![no_main]
 
 use std::os::unix::ffi::OsStrExt;
@@ -64,11 +65,15 @@ fuzz_target!(|data: &[u8]| {
             std::fs::create_dir(&s.root).expect("recreate root");
         }
         let before = outer_entries(&s.outer);
-        if let Ok(dest) = prepare_parent(&s.root, data) {
-            // The destination is lexically inside the root.
-            assert!(dest.starts_with(&s.root), "{dest:?} outside {:?}", s.root);
-            let rel = dest.strip_prefix(&s.root).unwrap();
-            assert_eq!(rel.as_os_str().as_bytes(), data, "destination renamed");
+        let root_dir = datamig::fsx::Dir::open(&s.root).expect("open root");
+        if let Ok(parent) = prepare_parent(&root_dir, data) {
+            // The handle is the directory at ROOT/PARENT, reached without links.
+            let got = parent.meta().expect("fstat");
+            let rel = Path::new(std::ffi::OsStr::from_bytes(data)).parent();
+            let at = s.root.join(rel.unwrap_or(Path::new("")));
+            let m = std::fs::symlink_metadata(&at).expect("parent exists");
+            use std::os::unix::fs::MetadataExt;
+            assert!(got.same_inode(m.dev(), m.ino()), "handle is not {at:?}");
         }
         // Nothing new appeared next to the root.
         assert_eq!(before, outer_entries(&s.outer), "created outside the root");

@@ -182,7 +182,7 @@ mod tests {
         let mut p = Prefetched::new(std::fs::File::open(&path).unwrap(), len, 0).unwrap();
         let mut got = Vec::new();
         let err = p.read_to_end(&mut got).unwrap_err();
-        assert!(err.to_string().contains("damaged zstd frame"), "{err}");
+        assert!(err.to_string().contains("is corrupt"), "{err}");
         assert_eq!(got.len(), FRAME_MAX);
         assert!(
             p.read(&mut [0u8; 8]).is_err(),

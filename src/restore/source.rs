@@ -1,6 +1,6 @@
 //! Where a whole-archive restore reads its tar stream from.
 
-use std::fs::File;
+use std::fs;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 
@@ -21,7 +21,7 @@ impl TarSource {
     /// bytes, as every frame datamig writes does (so a datamig archive that
     /// lost its tail is still checked frame by frame, each frame's checksum
     /// before any of its bytes is used); anything else as a plain zstd stream.
-    pub fn open(mut file: File, len: u64) -> Result<TarSource> {
+    pub fn open(mut file: fs::File, len: u64) -> Result<TarSource> {
         let mut head = [0u8; 18]; // the largest zstd frame header
         let n = file.read_at(&mut head, 0)?;
         let framed = matches!(
@@ -56,7 +56,7 @@ impl Read for TarSource {
 }
 
 pub struct Counted {
-    file: File,
+    file: fs::File,
     n: u64,
 }
 
