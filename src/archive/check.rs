@@ -1,8 +1,8 @@
 //! Reading an archive back: decompress, walk every tar member, hash its data
 //! (holes of sparse files included as zeros), and compare with the manifest.
 
-use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -72,7 +72,7 @@ pub fn check_archive_with(
     extra_restarts: &[(u64, u64)],
     progress: &dyn Progress,
 ) -> Result<CheckReport> {
-    let file = File::open(archive)
+    let file = crate::fsx::open_path(archive)
         .with_context(|| format!("cannot open archive {}", archive.display()))?;
     let len = file.metadata()?.len();
     let total: u64 = entries
@@ -82,17 +82,20 @@ pub fn check_archive_with(
         .sum();
     progress.phase("verifying", Some(total));
 
-    // The whole-file hash runs beside the decode: both read the same cached pages.
-    let hash_path = archive.to_path_buf();
+    // The whole-file hash runs beside the decode: both read the same cached
+    // pages of the one file opened above (positional reads, so the decoder's
+    // offset is not disturbed).
+    let f = file.try_clone()?;
     let hasher = std::thread::spawn(move || -> std::io::Result<String> {
-        let mut f = File::open(hash_path)?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0u64;
         loop {
-            let n = f.read(&mut buf)?;
+            let n = f.read_at(&mut buf, at)?;
             if n == 0 {
                 break;
             }
+            at += n as u64;
             h.update(&buf[..n]);
         }
         Ok(hex(&h.finalize()))

@@ -199,14 +199,10 @@ pub fn create_dest(dest: &Path) -> Result<CreatedDirs> {
     }
     let missing: Vec<PathBuf> = dest
         .ancestors()
-        .take_while(|a| !a.as_os_str().is_empty() && std::fs::symlink_metadata(a).is_err())
+        .take_while(|a| !a.as_os_str().is_empty() && a.symlink_metadata().is_err())
         .map(Path::to_path_buf)
         .collect();
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dest)
+    crate::fsx::create_dir_path(dest, 0o700)
         .with_context(|| format!("cannot create destination directory {}", dest.display()))?;
     Ok(CreatedDirs(missing))
 }
@@ -225,7 +221,7 @@ impl Drop for CreatedDirs {
     fn drop(&mut self) {
         // remove_dir fails on a non-empty directory: nothing written is lost.
         for d in &self.0 {
-            if std::fs::remove_dir(d).is_err() {
+            if rustix::fs::rmdir(d).is_err() {
                 break;
             }
         }
