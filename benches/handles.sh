@@ -7,7 +7,7 @@
 # Usage: BEFORE=/path/to/old/datamig benches/handles.sh [BENCH_DIR]
 #   ROUNDS   rounds of interleaved runs (default 7; one extra warm-up round)
 set -euo pipefail
-TREES=small
+export TREES=small
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 before="${BEFORE:?set BEFORE to the datamig binary built before the change}"

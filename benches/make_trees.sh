@@ -4,7 +4,7 @@
 #                 half random bytes, half text-like
 #   OUTDIR/large  4 files of 512 MiB (2 GiB): two random, two text-like with
 #                 random bytes mixed in
-# A tree that already exists is left alone; a half-built one (OUTDIR/*.partial)
+# TREES (default "small large") picks which. A tree that already exists is left alone; a half-built one (OUTDIR/*.partial)
 # is thrown away and rebuilt. Usage: benches/make_trees.sh [OUTDIR]
 # (default: $DATAMIG_BENCH_DIR, else /tmp/datamig-bench).
 set -euo pipefail
@@ -13,7 +13,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="${1:-${DATAMIG_BENCH_DIR:-/tmp/datamig-bench}}"
 mkdir -p "$out"
 
-for kind in small large; do
+for kind in ${TREES:-small large}; do
     if [[ -d "$out/$kind" ]]; then
         echo "make_trees: $out/$kind exists, skipping"
         continue
