@@ -116,31 +116,33 @@ struct Entry {
     start: u64,
     compressed: u32,
     decompressed: u32,
-    checksum: u32,
+    checksum: Option<u32>,
 }
 
 /// The seek table at the end of `bytes`, checked against the spec: the
-/// skippable magic, Frame_Size, the checksum flag, and entries that exactly
+/// skippable magic, Frame_Size, no reserved bits, and entries that exactly
 /// cover the file before the table.
 fn seek_table(bytes: &[u8]) -> Vec<Entry> {
     let n = bytes.len();
     let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
     assert_eq!(word(n - 4), SEEKABLE_MAGIC, "no seekable magic at the end");
-    assert_eq!(bytes[n - 5], 0x80, "descriptor: checksum flag only");
+    assert_eq!(bytes[n - 5] & 0x7C, 0, "reserved descriptor bits");
+    let sums = bytes[n - 5] & 0x80 != 0;
+    let width = if sums { 12 } else { 8 };
     let count = word(n - 9) as usize;
-    let table = n - 9 - count * 12 - 8;
+    let table = n - 9 - count * width - 8;
     assert_eq!(word(table), 0x184D_2A5E, "seek table skippable magic");
-    assert_eq!(word(table + 4) as usize, count * 12 + 9, "Frame_Size");
+    assert_eq!(word(table + 4) as usize, count * width + 9, "Frame_Size");
     let (mut offset, mut start) = (0u64, 0u64);
     let entries: Vec<Entry> = (0..count)
         .map(|i| {
-            let at = table + 8 + i * 12;
+            let at = table + 8 + i * width;
             let e = Entry {
                 offset,
                 start,
                 compressed: word(at),
                 decompressed: word(at + 4),
-                checksum: word(at + 8),
+                checksum: sums.then(|| word(at + 8)),
             };
             offset += u64::from(e.compressed);
             start += u64::from(e.decompressed);
@@ -169,6 +171,12 @@ fn finding_11_5_archive_ends_with_a_spec_seek_table_listing_every_frame() {
     small_tree(&root.join("data"));
     let a = make_archive(&root, &t.path().join("dest"));
     let bytes = fs::read(&a).unwrap();
+    let n = bytes.len();
+    assert_eq!(
+        bytes[n - 5],
+        0x80,
+        "descriptor: the checksum flag, nothing else"
+    );
     let entries = seek_table(&bytes);
     let (index, data) = entries.split_last().unwrap();
     assert!(
@@ -185,13 +193,18 @@ fn finding_11_5_archive_ends_with_a_spec_seek_table_listing_every_frame() {
         );
         // The frame's own content checksum is the same XXH64 low half.
         let own = u32::from_le_bytes(frame[frame.len() - 4..].try_into().unwrap());
-        assert_eq!(e.checksum, own, "checksum of the frame at {}", e.offset);
+        assert_eq!(
+            e.checksum,
+            Some(own),
+            "checksum of the frame at {}",
+            e.offset
+        );
     }
     // The index: its own skippable magic, listed with decompressed size 0.
     let ix = &bytes[index.offset as usize..];
     assert_eq!(&ix[..4], &0x184D_2A5Du32.to_le_bytes(), "index frame magic");
     assert_eq!(index.decompressed, 0);
-    assert_eq!(index.checksum, XXH64_EMPTY_LOW);
+    assert_eq!(index.checksum, Some(XXH64_EMPTY_LOW));
     let (c, out, err) =
         common::datamig([OsStr::new("verify"), a.as_os_str(), OsStr::new("--json")]);
     assert_eq!(c, 0, "verify: {err}\n{}", String::from_utf8_lossy(&out));
@@ -410,4 +423,117 @@ fn finding_11_5_layout_1_archive_still_lists_verifies_and_restores() {
     assert_eq!(v["embedded_manifest"], "ok");
     assert_eq!(v["sidecar_manifest"], "agrees");
     assert_eq!(v["sidecar_sha256"], "ok");
+}
+
+#[test]
+fn finding_11_5_pyzstd_seekable_tar_gets_a_path_restore_reading_only_a_few_frames() {
+    let py = pyzstd_python();
+    let t = common::tempdir();
+    // Four 1.5 MiB incompressible files around two small members: the small
+    // ones' frames are a few of ~92 64 KiB frames.
+    let src = t.path().join("src");
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    };
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("d/big1.bin", noise(1_500_000)),
+        ("d/small.txt", b"the small one\n".to_vec()),
+        ("d/big2.bin", noise(1_500_000)),
+        ("d/sub/y.json", b"{\"y\": 1}\n".to_vec()),
+        ("d/big3.bin", noise(1_500_000)),
+        ("d/big4.bin", noise(1_500_000)),
+    ];
+    for (p, b) in &files {
+        let path = src.join(p);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, b).unwrap();
+    }
+    // GNU tar in a fixed member order, then pyzstd's seekable writer.
+    let plain = t.path().join("a.tar");
+    let mut c = Command::new(require_tool("tar"));
+    c.arg("-C")
+        .arg(&src)
+        .arg("--no-recursion")
+        .arg("-cf")
+        .arg(&plain);
+    c.args([
+        "d",
+        "d/big1.bin",
+        "d/small.txt",
+        "d/big2.bin",
+        "d/sub",
+        "d/sub/y.json",
+    ]);
+    c.args(["d/big3.bin", "d/big4.bin"]);
+    assert!(c.status().unwrap().success(), "tar -cf");
+    let a = t.path().join("foreign").join("a.tar.zst");
+    fs::create_dir(a.parent().unwrap()).unwrap();
+    let script = r#"
+import sys, pyzstd
+with open(sys.argv[1], "rb") as i, pyzstd.SeekableZstdFile(sys.argv[2], "w", max_frame_content_size=65536) as o:
+    o.write(i.read())
+"#;
+    python(&py, script, &[plain.as_os_str(), a.as_os_str()]);
+    let size = fs::metadata(&a).unwrap().len();
+    let frames = seek_table(&fs::read(&a).unwrap()).len();
+    assert!(
+        frames >= 90,
+        "pyzstd wrote {frames} frames, not one per 64 KiB"
+    );
+
+    let to = t.path().join("out");
+    let (c, out, err) = common::datamig([
+        OsStr::new("restore"),
+        a.as_os_str(),
+        OsStr::new("--to"),
+        to.as_os_str(),
+        OsStr::new("--json"),
+        OsStr::new("-q"),
+        OsStr::new("d/small.txt"),
+        OsStr::new("d/sub"),
+    ]);
+    let r = common::json_of(&out);
+    // No manifest: restored unverified (exit 1), nothing else wrong.
+    assert_eq!(c, 1, "restore: {err}\n{r:#}");
+    for list in ["refused", "corrupt", "missing", "errors"] {
+        assert_eq!(r[list].as_array().unwrap().len(), 0, "{list}: {r:#}");
+    }
+    assert_eq!(r["files"], 2, "{r:#}");
+    assert_eq!(
+        fs::read(to.join("d/small.txt")).unwrap(),
+        b"the small one\n"
+    );
+    assert_eq!(fs::read(to.join("d/sub/y.json")).unwrap(), b"{\"y\": 1}\n");
+    assert!(
+        !to.join("d/big1.bin").exists(),
+        "an unrequested member was written"
+    );
+    let read = r["archive_bytes_read"].as_u64().unwrap();
+    assert!(
+        read * 10 < size,
+        "a PATH restore read {read} of {size} bytes: more than a tenth"
+    );
+    eprintln!("foreign PATH restore read {read} of {size} archive bytes");
+
+    // A requested path the archive lacks is reported missing.
+    let none = t.path().join("none");
+    let (_, out, _) = common::datamig([
+        OsStr::new("restore"),
+        a.as_os_str(),
+        OsStr::new("--to"),
+        none.as_os_str(),
+        OsStr::new("--json"),
+        OsStr::new("-q"),
+        OsStr::new("d/absent"),
+    ]);
+    let r = common::json_of(&out);
+    assert_eq!(r["missing"][0], "d/absent", "{r:#}");
 }

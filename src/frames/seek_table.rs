@@ -185,6 +185,123 @@ impl SeekTable {
     }
 }
 
+/// Largest frame a `SeekStream` decodes into memory: libzstd's seekable
+/// format caps frames at 1 GiB; 256 MiB keeps a restore's memory modest and
+/// is far above what t2sz, pyzstd or datamig write.
+pub const MAX_STREAM_FRAME: u32 = 256 << 20;
+
+/// The decompressed stream of a seekable file, read frame by frame through
+/// its seek table: `seek_to` jumps to any decompressed offset, and only the
+/// frames actually read are fetched and decoded.
+pub struct SeekStream<F> {
+    file: F,
+    /// Frames with content (skippable ones are left out), by `start`.
+    frames: Vec<SeekFrame>,
+    /// Index in `frames` of the frame held in `out`.
+    loaded: Option<usize>,
+    out: Vec<u8>,
+    /// Decompressed offset of the next byte `read` returns.
+    pos: u64,
+    dctx: zstd::bulk::Decompressor<'static>,
+    /// Compressed bytes fetched from the file.
+    pub read_bytes: u64,
+}
+
+impl<F: std::os::unix::fs::FileExt> SeekStream<F> {
+    /// A stream over `table`'s frames; an error when a frame is larger than
+    /// `MAX_STREAM_FRAME`.
+    pub fn new(file: F, table: &SeekTable) -> Result<SeekStream<F>> {
+        let frames: Vec<SeekFrame> = table
+            .frames()
+            .into_iter()
+            .filter(|f| f.entry.decompressed > 0)
+            .collect();
+        if let Some(f) = frames
+            .iter()
+            .find(|f| f.entry.decompressed > MAX_STREAM_FRAME)
+        {
+            bail!(
+                "the seek table lists a frame of {} MiB at offset {}, larger than the {} MiB datamig decodes at once",
+                f.entry.decompressed >> 20,
+                f.offset,
+                MAX_STREAM_FRAME >> 20
+            );
+        }
+        Ok(SeekStream {
+            file,
+            frames,
+            loaded: None,
+            out: Vec::new(),
+            pos: 0,
+            dctx: zstd::bulk::Decompressor::new()?,
+            read_bytes: 0,
+        })
+    }
+
+    /// Continue reading at decompressed offset `pos` (nothing is read yet).
+    pub fn seek_to(&mut self, pos: u64) {
+        self.pos = pos;
+    }
+
+    /// Fetch and decode frame `i`, checking its size and seek-table checksum.
+    fn load(&mut self, i: usize) -> std::io::Result<()> {
+        let f = self.frames[i];
+        let bad = |why: String| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("zstd frame at offset {}: {why}", f.offset),
+            )
+        };
+        let mut raw = vec![0u8; f.entry.compressed as usize];
+        self.file.read_exact_at(&mut raw, f.offset)?;
+        self.read_bytes += raw.len() as u64;
+        self.loaded = None;
+        self.out.clear();
+        self.out.reserve(f.entry.decompressed as usize);
+        self.dctx
+            .decompress_to_buffer(&raw, &mut self.out)
+            .map_err(|_| bad("its compressed data does not decode (damaged bytes)".into()))?;
+        if self.out.len() != f.entry.decompressed as usize {
+            return Err(bad(format!(
+                "it holds {} bytes where the seek table says {}",
+                self.out.len(),
+                f.entry.decompressed
+            )));
+        }
+        if let Some(sum) = f.entry.checksum
+            && xxhash_rust::xxh64::xxh64(&self.out, 0) as u32 != sum
+        {
+            return Err(bad(
+                "its content does not match the seek table's checksum".into()
+            ));
+        }
+        self.loaded = Some(i);
+        Ok(())
+    }
+}
+
+impl<F: std::os::unix::fs::FileExt> Read for SeekStream<F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let i = self.frames.partition_point(|f| f.start <= self.pos);
+        let Some(i) = i.checked_sub(1) else {
+            return Ok(0);
+        };
+        let f = self.frames[i];
+        let within = self.pos - f.start;
+        if within >= u64::from(f.entry.decompressed) {
+            return Ok(0); // past the last frame
+        }
+        if self.loaded != Some(i) {
+            self.load(i)?;
+        }
+        let avail = &self.out[within as usize..];
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
