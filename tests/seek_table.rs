@@ -536,4 +536,29 @@ with open(sys.argv[1], "rb") as i, pyzstd.SeekableZstdFile(sys.argv[2], "w", max
     ]);
     let r = common::json_of(&out);
     assert_eq!(r["missing"][0], "d/absent", "{r:#}");
+
+    // A seek table that does not add up to the file is not trusted: exit 2,
+    // DIR never made.
+    let mut bytes = fs::read(&a).unwrap();
+    let n = bytes.len();
+    let count = u32::from_le_bytes(bytes[n - 9..n - 5].try_into().unwrap()) as usize;
+    let first = n - 9 - count * 8; // pyzstd writes no checksums: 8-byte entries
+    bytes[first] ^= 1;
+    let bad = t.path().join("bad").join("a.tar.zst");
+    fs::create_dir(bad.parent().unwrap()).unwrap();
+    fs::write(&bad, &bytes).unwrap();
+    let never = t.path().join("never");
+    let (c, _, err) = common::datamig([
+        OsStr::new("restore"),
+        bad.as_os_str(),
+        OsStr::new("--to"),
+        never.as_os_str(),
+        OsStr::new("d/small.txt"),
+    ]);
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("seek table does not match the file"), "{err}");
+    assert!(
+        !never.exists(),
+        "DIR was created by a restore that could not run"
+    );
 }

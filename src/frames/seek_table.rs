@@ -216,13 +216,16 @@ impl<F: std::os::unix::fs::FileExt> SeekStream<F> {
             .into_iter()
             .filter(|f| f.entry.decompressed > 0)
             .collect();
-        if let Some(f) = frames
-            .iter()
-            .find(|f| f.entry.decompressed > MAX_STREAM_FRAME)
-        {
+        // Both sizes bound what one frame allocates, whatever the table says.
+        let max_compressed = zstd::zstd_safe::compress_bound(MAX_STREAM_FRAME as usize) as u64;
+        if let Some(f) = frames.iter().find(|f| {
+            f.entry.decompressed > MAX_STREAM_FRAME
+                || u64::from(f.entry.compressed) > max_compressed
+        }) {
             bail!(
-                "the seek table lists a frame of {} MiB at offset {}, larger than the {} MiB datamig decodes at once",
+                "the seek table lists a frame of {} MiB ({} MiB compressed) at offset {}, larger than the {} MiB datamig decodes at once",
                 f.entry.decompressed >> 20,
+                f.entry.compressed >> 20,
                 f.offset,
                 MAX_STREAM_FRAME >> 20
             );

@@ -21,7 +21,13 @@ use crate::tarfmt::TarReader;
 pub(super) fn usable_table(file: &fs::File) -> Result<SeekTable, String> {
     let mut f = file;
     match SeekTable::read(&mut f) {
-        Ok(Some(t)) if t.covers_file() => Ok(t),
+        // Frames too large to decode are refused before DIR is touched.
+        Ok(Some(t)) if t.covers_file() => match file.try_clone() {
+            Ok(clone) => SeekStream::new(clone, &t)
+                .map(|_| t)
+                .map_err(|e| format!("{e:#}")),
+            Err(e) => Err(e.to_string()),
+        },
         Ok(Some(_)) => Err("its seek table does not match the file".into()),
         Ok(None) => Err("it has no manifest and no seek table".into()),
         Err(e) => Err(format!("its seek table is unusable: {e:#}")),
