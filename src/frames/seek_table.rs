@@ -333,6 +333,30 @@ mod tests {
     }
 
     #[test]
+    fn damaged_or_cut_tables_never_panic() {
+        let entries = [
+            SeekEntry::of(3, b"abc").unwrap(),
+            SeekEntry::of(5, b"").unwrap(),
+        ];
+        let mut file = vec![0u8; 8];
+        file.extend(encode(&entries).unwrap());
+        for cut in 0..file.len() {
+            let _ = SeekTable::read(&mut Cursor::new(&file[cut..]));
+            let _ = SeekTable::read(&mut Cursor::new(&file[..cut]));
+        }
+        for i in 0..file.len() {
+            for bit in 0..8 {
+                let mut f = file.clone();
+                f[i] ^= 1 << bit;
+                if let Ok(Some(t)) = SeekTable::read(&mut Cursor::new(&f)) {
+                    let _ = t.frames();
+                    let _ = t.covers_file();
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_count_longer_than_the_file_is_damage() {
         let mut file = encode(&[SeekEntry::of(1, b"x").unwrap()]).unwrap();
         let n = file.len();
