@@ -16,22 +16,41 @@ use crate::progress::Progress;
 use crate::summary::PathNote;
 use crate::tarfmt::TarReader;
 
+/// Why a file's seek table cannot locate members for a PATH restore.
+#[derive(Debug)]
+pub(super) enum NoTable {
+    Absent,
+    /// The listed frames do not exactly fill the file before the table.
+    Mismatch,
+    /// Malformed, unreadable, or frames too large to decode.
+    Unusable(String),
+}
+
+impl std::fmt::Display for NoTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoTable::Absent => write!(f, "it has no manifest and no seek table"),
+            NoTable::Mismatch => write!(f, "its seek table does not match the file"),
+            NoTable::Unusable(why) => write!(f, "its seek table is unusable: {why}"),
+        }
+    }
+}
+
 /// The seek table of `file` when it can locate members for a PATH restore;
 /// otherwise why not (the caller then refuses the PATH restore as before).
-pub(super) fn usable_table(file: &fs::File) -> Result<SeekTable, String> {
+pub(super) fn usable_table(file: &fs::File) -> Result<SeekTable, NoTable> {
+    let unusable = |e: anyhow::Error| NoTable::Unusable(format!("{e:#}"));
     let mut f = file;
-    match SeekTable::read(&mut f) {
-        // Frames too large to decode are refused before DIR is touched.
-        Ok(Some(t)) if t.covers_file() => match file.try_clone() {
-            Ok(clone) => SeekStream::new(clone, &t)
-                .map(|_| t)
-                .map_err(|e| format!("{e:#}")),
-            Err(e) => Err(e.to_string()),
-        },
-        Ok(Some(_)) => Err("its seek table does not match the file".into()),
-        Ok(None) => Err("it has no manifest and no seek table".into()),
-        Err(e) => Err(format!("its seek table is unusable: {e:#}")),
+    let t = SeekTable::read(&mut f)
+        .map_err(unusable)?
+        .ok_or(NoTable::Absent)?;
+    if !t.covers_file() {
+        return Err(NoTable::Mismatch);
     }
+    // Frames too large to decode are refused before DIR is touched.
+    let clone = file.try_clone().map_err(|e| unusable(e.into()))?;
+    SeekStream::new(clone, &t).map_err(unusable)?;
+    Ok(t)
 }
 
 /// A member name as `member` restores it (`./x` is `x`).
@@ -59,6 +78,8 @@ pub(super) fn restore_paths(
     // The table itself was read to get here.
     ctx.report.archive_bytes_read += ctx.report.archive_size - table.table_offset;
     let mut tar = TarReader::new(SeekStream::new(file, table)?);
+    // Stream offset where `tar` started reading (it counts from there).
+    let mut base = 0u64;
     loop {
         let found = match tar.next_member() {
             Ok(Some(found)) => found,
@@ -77,10 +98,10 @@ pub(super) fn restore_paths(
             .collect();
         if hits.is_empty() {
             // Jump over the data: its frames are never fetched.
-            let next = tar.position() + tar.data_left();
+            base += tar.position() + tar.data_left();
             let mut stream = tar.into_inner();
-            stream.seek_to(next);
-            tar = TarReader::at(stream, next);
+            stream.seek_to(base);
+            tar = TarReader::new(stream);
             continue;
         }
         for i in hits {
