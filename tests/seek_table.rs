@@ -208,6 +208,31 @@ fn finding_11_5_archive_ends_with_a_spec_seek_table_listing_every_frame() {
     let (c, out, err) =
         common::datamig([OsStr::new("verify"), a.as_os_str(), OsStr::new("--json")]);
     assert_eq!(c, 0, "verify: {err}\n{}", String::from_utf8_lossy(&out));
+
+    // A seek table whose sizes no longer add up is a discrepancy for verify
+    // (the sidecars are left out: only the archive is judged).
+    let mut bad = bytes.clone();
+    let first = n - 9 - entries.len() * 12;
+    bad[first] ^= 1;
+    let b = t.path().join("bad").join(a.file_name().unwrap());
+    fs::create_dir(b.parent().unwrap()).unwrap();
+    fs::write(&b, &bad).unwrap();
+    let (c, out, _) = common::datamig([OsStr::new("verify"), b.as_os_str(), OsStr::new("--json")]);
+    let v = common::json_of(&out);
+    assert_eq!(c, 1, "{v:#}");
+    let disc: Vec<&str> = v["discrepancies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(
+        disc.iter()
+            .any(|d| d.starts_with("seek table: its frames add up to")),
+        "{disc:#?}"
+    );
+    // The index is still found from the last entry, so members are checked.
+    assert_eq!(v["embedded_manifest"], "ok", "{v:#}");
 }
 
 #[test]

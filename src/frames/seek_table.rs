@@ -185,6 +185,23 @@ impl SeekTable {
     }
 }
 
+/// What is wrong with the seek table at the end of `r`, if there is one:
+/// `verify` reports it, since seekable readers would otherwise read the
+/// wrong bytes without noticing.
+pub fn table_problem<R: Read + Seek>(r: &mut R) -> Option<String> {
+    match SeekTable::read(r) {
+        Ok(Some(t)) if !t.covers_file() => {
+            let sum: u64 = t.entries.iter().map(|e| u64::from(e.compressed)).sum();
+            Some(format!(
+                "its frames add up to {sum} bytes but the table starts at offset {}",
+                t.table_offset
+            ))
+        }
+        Ok(_) => None,
+        Err(e) => Some(format!("{e:#}")),
+    }
+}
+
 /// Largest frame a `SeekStream` decodes into memory: libzstd's seekable
 /// format caps frames at 1 GiB; 256 MiB keeps a restore's memory modest and
 /// is far above what t2sz, pyzstd or datamig write.
