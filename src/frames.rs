@@ -3,11 +3,17 @@
 //! Independent frames keep the file one ordinary `.zst` stream for `zstd -d`
 //! while letting restore and verify start decoding at any frame.
 //!
-//! The last frame is a zstd *skippable* frame (ignored by `zstd -d`) holding a
-//! small index so `datamig list` finds the embedded manifest from the tail.
+//! After the data frames come two zstd *skippable* frames (ignored by
+//! `zstd -d`): datamig's small JSON index, so `datamig list` finds the
+//! embedded manifest from the tail, and last the standard Zstandard Seekable
+//! Format seek table listing every frame before it (archive layout 2). Layout 1
+//! archives (written before the seek table) end with the index in a
+//! 0x184D2A5E frame instead; `read_index` reads both.
 
 mod prefetch;
+pub mod seek_table;
 pub use prefetch::Prefetched;
+pub use seek_table::{SeekEntry, SeekTable};
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -23,15 +29,34 @@ use sha2::{Digest, Sha256};
 /// large enough that compression ratio stays close to one continuous stream.
 pub const FRAME_MAX: usize = 4 << 20;
 
-const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
+/// Layout 1's index frame magic: the one the seek table also uses, which is
+/// why layout 2 moved the index to `INDEX_MAGIC`. Only read, never written.
+const LEGACY_INDEX_MAGIC: u32 = 0x184D_2A5E;
+/// Layout 2's index frame: a skippable magic of its own (0x184D2A50 is
+/// avoided too: pzstd writes it before every frame), so no reader of the seek
+/// table mistakes the index for it.
+pub const INDEX_MAGIC: u32 = 0x184D_2A5D;
 const FOOTER_MAGIC: &[u8; 8] = b"DMIGIDX1";
+/// The archive layout `ArchiveIndex::version` records (see the README's
+/// "Archive layout" section); readers accept this and layout 1.
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// The writer thread's result: the output and the SHA-256 of every byte written.
 type WriterDone = (Box<dyn Write + Send>, [u8; 32]);
 
 enum Job {
     Compress(u64, Vec<u8>),
+    /// A skippable frame, written as is (listed with decompressed size 0).
     Raw(u64, Vec<u8>),
+    /// The seek table of every frame before it: built by the writer thread,
+    /// the only one that knows them all.
+    SeekTable(u64),
+}
+
+/// What a compressor hands the writer thread.
+enum Ready {
+    Frame(Vec<u8>, SeekEntry),
+    SeekTable,
 }
 
 /// Where every frame landed in the output file.
@@ -76,7 +101,7 @@ impl FrameWriter {
         let in_flight = threads * 2 + 2;
         let (jobs_tx, jobs_rx) = sync_channel::<Job>(in_flight);
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
-        let (done_tx, done_rx) = sync_channel::<(u64, Result<Vec<u8>>)>(in_flight);
+        let (done_tx, done_rx) = sync_channel::<(u64, Result<Ready>)>(in_flight);
         // Tokens bound the frames alive at once, whatever order they finish in.
         let (tok_tx, tok_rx) = sync_channel::<()>(in_flight);
         for _ in 0..in_flight {
@@ -189,14 +214,16 @@ impl FrameWriter {
         Ok(l.offsets.clone())
     }
 
-    /// Append the skippable index frame and stop the pipeline.
+    /// Append the skippable index frame and the seek table, and stop the
+    /// pipeline.
     pub fn finish(mut self, index: &ArchiveIndex) -> Result<Finished> {
         self.flush_frame()?;
         let uncompressed_bytes = self.sent_in;
         let frames = self.next_index;
         let i = self.next_index;
-        self.next_index += 1;
-        self.send(Job::Raw(i, encode_footer(index)?))?;
+        self.next_index += 2;
+        self.send(Job::Raw(i, encode_index(index)?))?;
+        self.send(Job::SeekTable(i + 1))?;
         drop(self.jobs.take());
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -237,7 +264,7 @@ impl Drop for FrameWriter {
 
 fn compress_worker(
     rx: Arc<Mutex<Receiver<Job>>>,
-    tx: SyncSender<(u64, Result<Vec<u8>>)>,
+    tx: SyncSender<(u64, Result<Ready>)>,
     level: i32,
 ) {
     let mut c = match zstd::bulk::Compressor::new(level) {
@@ -255,12 +282,12 @@ fn compress_worker(
             Err(_) => return,
         };
         let (i, out) = match job {
-            Ok(Job::Compress(i, data)) => (
+            Ok(Job::Compress(i, data)) => (i, compress_frame(&mut c, &data)),
+            Ok(Job::Raw(i, data)) => (
                 i,
-                c.compress(&data)
-                    .map_err(|e| anyhow!("zstd compression failed: {e}")),
+                SeekEntry::of(data.len(), &[]).map(|e| Ready::Frame(data, e)),
             ),
-            Ok(Job::Raw(i, data)) => (i, Ok(data)),
+            Ok(Job::SeekTable(i)) => (i, Ok(Ready::SeekTable)),
             Err(_) => return,
         };
         if tx.send((i, out)).is_err() {
@@ -269,13 +296,23 @@ fn compress_worker(
     }
 }
 
+/// One data frame and its seek-table entry (hashed here, on the worker).
+fn compress_frame(c: &mut zstd::bulk::Compressor, data: &[u8]) -> Result<Ready> {
+    let frame = c
+        .compress(data)
+        .map_err(|e| anyhow!("zstd compression failed: {e}"))?;
+    let entry = SeekEntry::of(frame.len(), data)?;
+    Ok(Ready::Frame(frame, entry))
+}
+
 fn write_in_order(
     mut out: Box<dyn Write + Send>,
-    rx: Receiver<(u64, Result<Vec<u8>>)>,
+    rx: Receiver<(u64, Result<Ready>)>,
     tokens: SyncSender<()>,
     landed: Arc<(Mutex<Landed>, std::sync::Condvar)>,
 ) -> Result<WriterDone> {
-    let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, Ready> = BTreeMap::new();
+    let mut entries: Vec<SeekEntry> = Vec::new();
     let mut next = 0u64;
     let mut pos = 0u64;
     let mut hasher = Sha256::new();
@@ -286,9 +323,18 @@ fn write_in_order(
         anyhow!(msg)
     };
     for (i, r) in rx {
-        let frame = r.map_err(|e| fail(e.to_string()))?;
-        pending.insert(i, frame);
-        while let Some(frame) = pending.remove(&next) {
+        let ready = r.map_err(|e| fail(e.to_string()))?;
+        pending.insert(i, ready);
+        while let Some(ready) = pending.remove(&next) {
+            let frame = match ready {
+                Ready::Frame(frame, entry) => {
+                    entries.push(entry);
+                    frame
+                }
+                Ready::SeekTable => {
+                    seek_table::encode(&entries).map_err(|e| fail(e.to_string()))?
+                }
+            };
             out.write_all(&frame)
                 .map_err(|e| fail(format!("cannot write the archive: {e}")))?;
             hasher.update(&frame);
@@ -312,6 +358,8 @@ fn write_in_order(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveIndex {
     pub datamig: String,
+    /// The archive layout (`LAYOUT_VERSION` when written now; 1 before the
+    /// seek table).
     pub version: u32,
     /// The embedded `.datamig/MANIFEST.jsonl` member.
     pub manifest_frame_offset: u64,
@@ -322,11 +370,13 @@ pub struct ArchiveIndex {
     pub frames: u64,
 }
 
-fn encode_footer(index: &ArchiveIndex) -> Result<Vec<u8>> {
+/// The index frame: `INDEX_MAGIC`, then the JSON, its length and
+/// `DMIGIDX1`, so the frame's own tail says what it is.
+fn encode_index(index: &ArchiveIndex) -> Result<Vec<u8>> {
     let json = serde_json::to_vec(index)?;
     let payload_len = json.len() + 16;
     let mut out = Vec::with_capacity(payload_len + 8);
-    out.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
+    out.extend_from_slice(&INDEX_MAGIC.to_le_bytes());
     out.extend_from_slice(&(payload_len as u32).to_le_bytes());
     out.extend_from_slice(&json);
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
@@ -334,8 +384,57 @@ fn encode_footer(index: &ArchiveIndex) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Read the index from the last bytes of an archive, if it has one.
+/// Read the index of an archive, if it has one: through the seek table
+/// (layout 2) or from the file's last bytes (layout 1).
 pub fn read_index<R: Read + Seek>(r: &mut R) -> Result<Option<ArchiveIndex>> {
+    match SeekTable::read(r)? {
+        Some(table) => index_before_table(r, &table),
+        None => read_legacy_index(r),
+    }
+}
+
+/// Largest index frame read: the JSON is a few hundred bytes.
+const MAX_INDEX_FRAME: u64 = (1 << 20) + 24;
+
+/// Layout 2: the index is the last frame the table lists, found from that
+/// entry alone so a damaged earlier frame does not hide it. A seek table
+/// whose last frame is not datamig's index (a foreign seekable `.tar.zst`)
+/// means no index.
+fn index_before_table<R: Read + Seek>(
+    r: &mut R,
+    table: &SeekTable,
+) -> Result<Option<ArchiveIndex>> {
+    let Some(last) = table.entries.last() else {
+        return Ok(None);
+    };
+    let size = u64::from(last.compressed);
+    if last.decompressed != 0
+        || !(24..=MAX_INDEX_FRAME).contains(&size)
+        || size > table.table_offset
+    {
+        return Ok(None);
+    }
+    r.seek(SeekFrom::Start(table.table_offset - size))?;
+    let mut frame = vec![0u8; size as usize];
+    r.read_exact(&mut frame)?;
+    if frame[..4] != INDEX_MAGIC.to_le_bytes() {
+        return Ok(None);
+    }
+    let body = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
+    let jlen = u64::from_le_bytes(
+        frame[frame.len() - 16..frame.len() - 8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    if u64::from(body) + 8 != size || &frame[frame.len() - 8..] != FOOTER_MAGIC || jlen + 24 != size
+    {
+        bail!("archive index frame is damaged");
+    }
+    decode_index(&frame[8..8 + jlen as usize], LAYOUT_VERSION).map(Some)
+}
+
+/// Layout 1: the index frame is the file's last bytes, ending in `DMIGIDX1`.
+fn read_legacy_index<R: Read + Seek>(r: &mut R) -> Result<Option<ArchiveIndex>> {
     let len = r.seek(SeekFrom::End(0))?;
     if len < 24 {
         return Ok(None);
@@ -353,20 +452,25 @@ pub fn read_index<R: Read + Seek>(r: &mut R) -> Result<Option<ArchiveIndex>> {
     r.seek(SeekFrom::End(-(jlen as i64) - 24))?;
     let mut head = [0u8; 8];
     r.read_exact(&mut head)?;
-    if head[..4] != SKIPPABLE_MAGIC.to_le_bytes() {
+    if head[..4] != LEGACY_INDEX_MAGIC.to_le_bytes() {
         bail!("archive index footer is damaged");
     }
     let mut json = vec![0u8; jlen as usize];
     r.read_exact(&mut json)?;
+    decode_index(&json, 1).map(Some)
+}
+
+/// The index JSON, which must record the layout its place implies.
+fn decode_index(json: &[u8], layout: u32) -> Result<ArchiveIndex> {
     let idx: ArchiveIndex =
-        serde_json::from_slice(&json).context("archive index footer is damaged")?;
-    if idx.datamig != "archive-index" || idx.version != 1 {
+        serde_json::from_slice(json).context("archive index footer is damaged")?;
+    if idx.datamig != "archive-index" || idx.version != layout {
         bail!(
-            "archive index has an unknown format (version {})",
+            "archive index has an unknown format (version {}, expected {layout} where it was found)",
             idx.version
         );
     }
-    Ok(Some(idx))
+    Ok(idx)
 }
 
 /// Largest compressed frame a datamig archive holds (an incompressible

@@ -364,6 +364,12 @@ impl<R: Read> TarReader<R> {
         Ok(v)
     }
 
+    /// Bytes (data and padding) of the current member not yet consumed: a
+    /// reader that can seek jumps over them instead of reading them.
+    pub fn data_left(&self) -> u64 {
+        self.pending + self.pending_pad as u64
+    }
+
     /// Skip whatever is left of the current member's data.
     pub fn skip_data(&mut self) -> Result<()> {
         let (n, pad) = (self.pending, self.pending_pad);

@@ -339,14 +339,20 @@ fn members_decode_from_their_recorded_frame_positions() {
         "18 MiB of tar data should span at least 5 frames, found {}",
         data_starts.len()
     );
+    // Archive layout 2: the index frame, then the standard seek table last.
     assert_eq!(
         frames.iter().filter(|f| !f.1).count(),
-        1,
-        "exactly one skippable (index) frame expected"
+        2,
+        "exactly two skippable frames (index, seek table) expected"
     );
     assert!(
-        !frames.last().unwrap().1,
-        "the skippable index frame must be last"
+        frames.iter().rev().take(2).all(|f| !f.1),
+        "the skippable index and seek-table frames must be last"
+    );
+    assert_eq!(
+        &bytes[bytes.len() - 4..],
+        &0x8F92_EAB1u32.to_le_bytes(),
+        "the file must end with the seekable magic"
     );
     assert_eq!(
         rep["frames"].as_u64(),

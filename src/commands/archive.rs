@@ -203,7 +203,7 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     let offsets = fw.sync()?;
     let index = ArchiveIndex {
         datamig: "archive-index".into(),
-        version: 1,
+        version: crate::frames::LAYOUT_VERSION,
         manifest_frame_offset: offsets[mmark.frame as usize],
         manifest_offset_in_frame: mmark.offset_in_frame,
         manifest_size: manifest_bytes.len() as u64,

@@ -158,7 +158,7 @@ mod tests {
         let offsets = fw.sync().unwrap();
         let index = crate::frames::ArchiveIndex {
             datamig: "archive-index".into(),
-            version: 1,
+            version: crate::frames::LAYOUT_VERSION,
             manifest_frame_offset: 0,
             manifest_offset_in_frame: 0,
             manifest_size: 0,

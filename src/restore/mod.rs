@@ -11,6 +11,7 @@
 
 mod member;
 pub mod paths;
+mod seekable;
 mod source;
 
 use std::collections::{HashMap, HashSet};
@@ -127,13 +128,22 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
     let (manifest, source, manifest_cost, damage) = load_manifest(&opts.archive, len)?;
     // Check the requested paths before touching the destination, so a restore
     // that cannot run (exit 2) leaves nothing behind.
+    let mut foreign_table = None;
     let wanted = match (&manifest, opts.paths.is_empty()) {
         (_, true) => Vec::new(),
         (Some(m), false) => select(m, &opts.paths)?,
-        (None, false) => bail!(
-            "{} has no usable manifest, so single paths cannot be located; restore it whole (without PATH)",
-            opts.archive.display()
-        ),
+        // A foreign seekable .tar.zst: members are found through its seek table.
+        (None, false) => match seekable::usable_table(&file) {
+            Ok(t) => {
+                seekable::check_paths(&opts.paths)?;
+                foreign_table = Some(t);
+                Vec::new()
+            }
+            Err(why) => bail!(
+                "{} has no usable manifest ({why}), so single paths cannot be located; restore it whole (without PATH)",
+                opts.archive.display()
+            ),
+        },
     };
     // Whatever the caller's umask, nothing is created group/world-accessible;
     // final modes are set explicitly.
@@ -175,6 +185,9 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
         let total = manifest.as_ref().map(|m| m.trailer.bytes);
         progress.phase("restoring", total);
         restore_all(&mut ctx, &opts.archive, file, len, progress)?;
+    } else if let Some(table) = &foreign_table {
+        progress.phase("restoring", None);
+        seekable::restore_paths(&mut ctx, file, table, &opts.paths, progress)?;
     } else {
         let total = wanted.iter().map(|e| e.size).sum();
         progress.phase("restoring", Some(total));

@@ -97,6 +97,9 @@ pub fn verify_archive(
     }
     let mut disc = Vec::new();
     let index = read_index(&mut f).ok().flatten();
+    if let Some(why) = crate::frames::seek_table::table_problem(&mut f) {
+        disc.push(format!("seek table: {why}"));
+    }
 
     // The embedded manifest, found from the tail when the index is intact.
     let embedded: Result<(Vec<u8>, Manifest)> = match &index {
