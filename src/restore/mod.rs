@@ -54,6 +54,8 @@ pub struct RestoreReport {
     pub dirs: u64,
     pub symlinks: u64,
     pub hardlinks: u64,
+    /// FIFOs and device nodes made (foreign archives only).
+    pub specials: u64,
     pub bytes: u64,
     /// Compressed bytes read from the archive (manifest lookup included).
     pub archive_bytes_read: u64,
@@ -78,6 +80,11 @@ pub struct RestoreReport {
     /// they were re-opened at the end: nothing was written through them, and
     /// their archived mode, owner and time were not applied.
     pub swapped: Vec<PathNote>,
+    /// Members of a foreign archive restored differently from what their
+    /// header says, or not at all, each with what was done (unknown typeflag
+    /// restored as a file, pre-POSIX directory, device skipped when not root,
+    /// name given twice, ...). Informational: the exit code does not change.
+    pub notes: Vec<PathNote>,
 }
 
 impl RestoreReport {
@@ -109,6 +116,9 @@ struct Ctx<'a> {
     same_owner: bool,
     overwrite: bool,
     restored_files: HashSet<Vec<u8>>,
+    /// Files, hard links, FIFOs and devices this restore put in place: what a
+    /// later member of the same name may replace (symlinks never are).
+    made: HashSet<Vec<u8>>,
     /// Every member met in the archive (restored or not): the rest of the
     /// manifest is missing.
     seen: HashSet<Vec<u8>>,
@@ -150,6 +160,7 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
         same_owner: opts.same_owner && rustix::process::geteuid().is_root(),
         overwrite: opts.overwrite,
         restored_files: HashSet::new(),
+        made: HashSet::new(),
         seen: HashSet::new(),
         swept: HashSet::new(),
         dirs: HashMap::new(),
