@@ -82,6 +82,7 @@ struct Snap {
     /// Allocated bytes well below the size: the holes came back as holes.
     holey: bool,
     link: Option<Vec<u8>>,
+    rdev: u64,
     /// Names of the other paths sharing this inode.
     peers: Vec<Vec<u8>>,
 }
@@ -144,6 +145,7 @@ fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Snap> {
                 link: ft
                     .is_symlink()
                     .then(|| fs::read_link(&p).unwrap().into_os_string().into_vec()),
+                rdev: m.rdev(),
                 peers,
             };
             (rel.clone(), snap)
@@ -324,4 +326,212 @@ fn gnu_posix_archive_matches_bsdtar_extraction_too() {
     let src = src_tree(t.path());
     let make = format!("tar -C {} --format=posix --sparse -cf - .", q(&src));
     interop(t.path(), "posix-by-bsdtar", &make, BSD_X);
+}
+
+// ---------------------------------------------------------------- odd members
+
+/// One ustar header block, checksum sealed.
+fn raw_header(name: &[u8], typeflag: u8, size: u64, dev: (u32, u32)) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name);
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    h[136..148].copy_from_slice(b"14560704000\0");
+    h[156] = typeflag;
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[329..337].copy_from_slice(format!("{:07o}\0", dev.0).as_bytes());
+    h[337..345].copy_from_slice(format!("{:07o}\0", dev.1).as_bytes());
+    h[148..156].fill(b' ');
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+fn push_member(tar: &mut Vec<u8>, name: &[u8], typeflag: u8, data: &[u8]) {
+    tar.extend_from_slice(&raw_header(name, typeflag, data.len() as u64, (0, 0)));
+    tar.extend_from_slice(data);
+    tar.resize(tar.len().div_ceil(512) * 512, 0);
+}
+
+/// One PAX record, its length prefix counting itself.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let body = 3 + key.len() + value.len(); // ' ', '=', '\n'
+    let mut n = body + 1;
+    while n.to_string().len() + body != n {
+        n = n.to_string().len() + body;
+    }
+    let mut r = format!("{n} {key}=").into_bytes();
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
+}
+
+fn odd_archive(t: &Path) -> PathBuf {
+    let mut tar = Vec::new();
+    push_member(&mut tar, b"solaris-acl", b'A', b"ancillary\n");
+    push_member(&mut tar, b"weird-q", b'q', b"unknown type q\n");
+    // A V7 directory with a nonzero size: its data is skipped, the next member kept.
+    push_member(&mut tar, b"v7dir/", b'0', &[b'J'; 1000]);
+    push_member(&mut tar, b"v7dir/after.txt", b'0', b"after\n");
+    push_member(&mut tar, b"olddir/", 0, b"");
+    push_member(&mut tar, b"", b'0', b"nameless\n");
+    push_member(&mut tar, b"pipe", b'6', b"");
+    tar.extend_from_slice(&raw_header(b"null", b'3', 0, (1, 3)));
+    // An 8 MB PAX record, then the member it names.
+    let mut rec = pax_record("comment", &vec![b'c'; 8 << 20]);
+    rec.extend_from_slice(&pax_record("path", b"big-pax.txt"));
+    push_member(&mut tar, b"PaxHeaders/x", b'x', &rec);
+    push_member(&mut tar, b"header-name.txt", b'0', b"pax ok\n");
+    // A PAX header over the 64 MiB cap: that member only is refused.
+    let rec = pax_record("comment", &vec![b'c'; 65 << 20]);
+    push_member(&mut tar, b"PaxHeaders/y", b'x', &rec);
+    push_member(&mut tar, b"refused.txt", b'0', b"too big a header\n");
+    push_member(&mut tar, b"last.txt", b'0', b"last\n");
+    tar.extend_from_slice(&[0u8; 1024]);
+    let archive = t.join("odd.tar.zst");
+    fs::write(&archive, zstd::bulk::compress(&tar, 1).unwrap()).unwrap();
+    archive
+}
+
+fn note_of(v: &Value, list: &str, path: &str) -> String {
+    v[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["path"] == path)
+        .map(|n| n["note"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("{path:?} not in {list}: {v:#}"))
+}
+
+fn check_odd_restore(v: &Value, r: &Path, as_root: bool) {
+    assert!(note_of(v, "notes", "solaris-acl").contains("unknown tar type 'A'"));
+    assert!(note_of(v, "notes", "weird-q").contains("regular file"));
+    assert!(note_of(v, "notes", "v7dir").contains("pre-POSIX directory"));
+    assert!(note_of(v, "refused", "").contains("empty member name"));
+    assert!(note_of(v, "refused", "refused.txt").contains("over datamig's limit"));
+    assert_eq!(fs::read(r.join("solaris-acl")).unwrap(), b"ancillary\n");
+    assert_eq!(fs::read(r.join("weird-q")).unwrap(), b"unknown type q\n");
+    assert!(r.join("v7dir").is_dir() && r.join("olddir").is_dir());
+    assert_eq!(fs::read(r.join("v7dir/after.txt")).unwrap(), b"after\n");
+    assert_eq!(fs::read(r.join("big-pax.txt")).unwrap(), b"pax ok\n");
+    assert!(!r.join("header-name.txt").exists());
+    assert!(!r.join("refused.txt").exists());
+    assert_eq!(fs::read(r.join("last.txt")).unwrap(), b"last\n");
+    use std::os::unix::fs::FileTypeExt;
+    let fifo = fs::symlink_metadata(r.join("pipe")).unwrap();
+    assert!(fifo.file_type().is_fifo());
+    assert_eq!(fifo.mode() & 0o7777, 0o644);
+    if as_root {
+        let m = fs::symlink_metadata(r.join("null")).unwrap();
+        assert!(m.file_type().is_char_device(), "{v:#}");
+        assert_eq!(m.rdev(), rustix::fs::makedev(1, 3));
+    } else {
+        assert!(!r.join("null").exists());
+        assert!(note_of(v, "notes", "null").contains("only root"));
+    }
+    // Every deviation is listed in the text report too.
+    let v_errors = v["errors"].as_array().unwrap();
+    assert!(v_errors.is_empty(), "{v:#}");
+}
+
+/// Issue 11: a FIFO, a device, unknown typeflags, a V7 directory with data,
+/// an empty name, an 8 MB and a 65 MiB PAX header: none stops the restore,
+/// each is in the report, and the members after them are all restored.
+#[test]
+fn issue_11_odd_members_never_stop_the_restore_and_are_noted() {
+    let t = common::tempdir();
+    let archive = odd_archive(t.path());
+    let r = t.path().join("r");
+    let v = datamig_restore(&archive, &r);
+    check_odd_restore(&v, &r, common::is_root());
+    // The text report names them too.
+    let (_, out, _) = common::datamig([
+        OsStr::new("restore"),
+        archive.as_os_str(),
+        OsStr::new("--to"),
+        t.path().join("r-text").as_os_str(),
+        OsStr::new("-q"),
+    ]);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("solaris-acl: unknown tar type"), "{text}");
+
+    // Unprivileged: the FIFO is made, the device skipped with a note.
+    if common::is_root() {
+        let nb = t.path().join("nobody");
+        fs::create_dir(&nb).unwrap();
+        common::give_to_nobody(&nb);
+        common::chmod(&archive, 0o644);
+        let r = nb.join("r");
+        let o = common::output_within(
+            &mut common::cmd_as_nobody([
+                OsStr::new("restore"),
+                archive.as_os_str(),
+                OsStr::new("--to"),
+                r.as_os_str(),
+                OsStr::new("--json"),
+                OsStr::new("-q"),
+            ]),
+            common::DEFAULT_DEADLINE,
+        );
+        assert_eq!(
+            common::code(&o),
+            1,
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        check_odd_restore(&common::json_of(&o.stdout), &r, false);
+    }
+}
+
+/// GNU tar `-r` appends a second copy of a name: GNU tar's extraction keeps
+/// the later one, and so does datamig, saying so.
+#[test]
+fn issue_11_duplicate_names_from_tar_append_the_later_wins() {
+    let t = common::tempdir();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    common::write(&src, "f.txt", b"first\n");
+    let tarfile = t.path().join("dup.tar");
+    let o = sh(&format!("tar -C {} -cf {} f.txt", q(&src), q(&tarfile)));
+    assert!(o.status.success());
+    common::write(&src, "f.txt", b"second, longer\n");
+    let o = sh(&format!("tar -C {} -rf {} f.txt", q(&src), q(&tarfile)));
+    assert!(o.status.success());
+    let make = format!("cat {}", q(&tarfile));
+    let v = interop(t.path(), "dup", &make, GNU_X);
+    assert_eq!(
+        fs::read(t.path().join("dup.datamig/f.txt")).unwrap(),
+        b"second, longer\n"
+    );
+    assert!(note_of(&v, "notes", "f.txt").contains("later member replaced"));
+}
+
+/// As root, a character device and a FIFO archived by GNU tar come back as
+/// GNU tar makes them (kind, device numbers, mode, owner, time).
+#[test]
+fn issue_11_devices_and_fifos_from_gnu_tar_as_root() {
+    if !common::is_root() {
+        eprintln!(
+            "not root: device nodes cannot be made here; covered unprivileged by issue_11_odd_members_never_stop_the_restore_and_are_noted"
+        );
+        return;
+    }
+    let t = common::tempdir();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let o = sh(&format!(
+        "mknod {} c 1 3 && chmod 0640 {}",
+        q(&src.join("null")),
+        q(&src.join("null"))
+    ));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::mkfifo(&src.join("fifo"));
+    for format in ["gnu", "posix", "ustar"] {
+        let make = format!("tar -C {} --format={format} -cf - .", q(&src));
+        let v = interop(t.path(), &format!("dev-{format}"), &make, GNU_X);
+        assert_eq!(v["specials"].as_u64(), Some(2), "{v:#}");
+    }
 }
