@@ -42,6 +42,17 @@ fn source_tree(root: &Path) {
         .unwrap();
     f.set_len(SPARSE_SIZE).unwrap();
     drop(f);
+    // 30 regions: an old-GNU map continued over two extension blocks; this
+    // one ends on data, exactly at a block edge.
+    let f = fs::File::create(root.join("many-holes.bin")).unwrap();
+    for i in 0..30u64 {
+        let len = if i % 2 == 0 { 512 } else { 1000 };
+        f.write_all_at(&common::prng_bytes(10 + i, len), i * (640 << 10))
+            .unwrap();
+    }
+    f.write_all_at(&common::prng_bytes(99, 4096), SPARSE_SIZE - 4096)
+        .unwrap();
+    drop(f);
     common::write(root, "subsec.txt", b"sub-second\n");
     common::set_mtime(
         &root.join("subsec.txt"),
@@ -305,6 +316,14 @@ fn gnu_tar_every_sparse_version_restores_with_holes() {
             fs::read(src.join("sparse.bin")).unwrap(),
             "{label}: {v:#}"
         );
+        let many = t.path().join(format!("{label}.datamig/many-holes.bin"));
+        let m = fs::metadata(&many).unwrap();
+        assert!(m.blocks() * 512 < 1 << 20, "{label}: many-holes.bin filled");
+        assert_eq!(
+            fs::read(&many).unwrap(),
+            fs::read(src.join("many-holes.bin")).unwrap(),
+            "{label}"
+        );
     }
 }
 
@@ -534,4 +553,34 @@ fn issue_11_devices_and_fifos_from_gnu_tar_as_root() {
         let v = interop(t.path(), &format!("dev-{format}"), &make, GNU_X);
         assert_eq!(v["specials"].as_u64(), Some(2), "{v:#}");
     }
+}
+
+/// As root, GNU tar maps an archived owner name that exists on this system
+/// to its local id (the number in the archive loses), and keeps the number
+/// when the name is unknown; datamig does the same.
+#[test]
+fn issue_11_owner_names_win_over_numbers_as_gnu_tar_does() {
+    if !common::is_root() {
+        eprintln!("not root: owners are not restored; nothing to compare");
+        return;
+    }
+    let t = common::tempdir();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    common::write(&src, "known.txt", b"owned by nobody\n");
+    common::write(&src, "unknown.txt", b"owned by a stranger\n");
+    let tarfile = t.path().join("owners.tar");
+    let o = sh(&format!(
+        "tar -C {s} --format=posix --owner=nobody:12345 --group=nogroup:23456 -cf {f} known.txt && \
+         tar -C {s} --format=posix --owner=dm-no-such-user:777 --group=dm-no-such-group:888 -rf {f} unknown.txt",
+        s = q(&src),
+        f = q(&tarfile)
+    ));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let make = format!("cat {}", q(&tarfile));
+    interop(t.path(), "owners", &make, "tar -xpf - --same-owner");
+    let m = fs::metadata(t.path().join("owners.datamig/unknown.txt")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (777, 888));
+    let m = fs::metadata(t.path().join("owners.datamig/known.txt")).unwrap();
+    assert_ne!(m.uid(), 12345, "the local name nobody should have won");
 }

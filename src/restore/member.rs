@@ -100,6 +100,16 @@ pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Foun
     for n in &found.notes {
         note(&mut ctx.report, &h.path, n.clone());
     }
+    if ctx.same_owner {
+        h.uid = ctx
+            .names
+            .uid(found.uname.as_deref())
+            .map_or(h.uid, u64::from);
+        h.gid = ctx
+            .names
+            .gid(found.gname.as_deref())
+            .map_or(h.gid, u64::from);
+    }
     ctx.seen.insert(h.path.clone());
     let expected: Option<&Entry> = match ctx.manifest {
         Some(m) => match m.get(&h.path) {

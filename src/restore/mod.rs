@@ -10,6 +10,7 @@
 //! anything.
 
 mod member;
+mod owners;
 pub mod paths;
 mod source;
 
@@ -128,6 +129,8 @@ struct Ctx<'a> {
     dirs: HashMap<Vec<u8>, DirMeta>,
     /// A `.` member's metadata, applied to DIR when this restore created it.
     root_meta: Option<DirMeta>,
+    /// Owner names of foreign members, looked up as GNU tar does (as root).
+    names: owners::Names,
     report: RestoreReport,
 }
 
@@ -165,6 +168,7 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
         swept: HashSet::new(),
         dirs: HashMap::new(),
         root_meta: None,
+        names: owners::Names::default(),
         report: RestoreReport {
             report: "restore",
             version: 1,
