@@ -293,8 +293,12 @@ pub struct Found {
     pub rdev: Option<(u32, u32)>,
     pub uname: Option<Vec<u8>>,
     pub gname: Option<Vec<u8>>,
-    /// `SCHILY.xattr.NAME` / `LIBARCHIVE.xattr.NAME` records, in order.
+    /// `SCHILY.xattr.NAME` / `LIBARCHIVE.xattr.NAME` records (the latter
+    /// decoded), in order.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// `SCHILY.acl.access` / `SCHILY.acl.default`: ACLs in text form.
+    pub acl_access: Option<Vec<u8>>,
+    pub acl_default: Option<Vec<u8>>,
     /// How this member was read differently from what its header says
     /// (unknown typeflag taken as a file, V7 directory, ...), in words.
     pub notes: Vec<String>,
@@ -314,6 +318,8 @@ struct Pax {
     uname: Option<Vec<u8>>,
     gname: Option<Vec<u8>>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    acl_access: Option<Vec<u8>>,
+    acl_default: Option<Vec<u8>>,
     sparse: SparsePax,
     /// Records that could not be used, in words.
     bad: Vec<String>,
@@ -357,6 +363,28 @@ fn pax_time(v: &[u8]) -> Option<i64> {
     }
     let total = secs.checked_mul(1_000_000_000)?.checked_add(ns)?;
     Some(if neg { -total } else { total })
+}
+
+/// libarchive's form: the name %-encoded, the value base64.
+fn libarchive_xattr(name: &[u8], v: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    use base64::Engine as _;
+    let mut n = Vec::with_capacity(name.len());
+    let mut i = 0;
+    while i < name.len() {
+        if name[i] == b'%' {
+            let hex = std::str::from_utf8(name.get(i + 1..i + 3)?).ok()?;
+            n.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            n.push(name[i]);
+            i += 1;
+        }
+    }
+    let trimmed: Vec<u8> = v.iter().copied().filter(|&b| b != b'=').collect();
+    let value = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(&trimmed)
+        .ok()?;
+    Some((n, value))
 }
 
 impl Pax {
@@ -421,11 +449,18 @@ impl Pax {
             }
             b"GNU.sparse.minor" => self.sparse.minor = dec(&v),
             b"GNU.sparse.numblocks" => self.sparse.any = true,
+            b"SCHILY.acl.access" => self.acl_access = Some(v),
+            b"SCHILY.acl.default" => self.acl_default = Some(v),
             _ => {
-                for prefix in [&b"SCHILY.xattr."[..], b"LIBARCHIVE.xattr."] {
-                    if let Some(name) = k.strip_prefix(prefix) {
-                        self.xattrs.push((name.to_vec(), v));
-                        return;
+                if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
+                    self.xattrs.push((name.to_vec(), v));
+                } else if let Some(name) = k.strip_prefix(b"LIBARCHIVE.xattr.") {
+                    match libarchive_xattr(name, &v) {
+                        Some(kv) => self.xattrs.push(kv),
+                        None => self.bad.push(format!(
+                            "LIBARCHIVE.xattr record for {:?} cannot be decoded; ignored",
+                            String::from_utf8_lossy(name)
+                        )),
                     }
                 }
             }
@@ -668,6 +703,8 @@ impl<R: Read> TarReader<R> {
                 .clone()
                 .or_else(|| Some(cstr(&b[297..329]).to_vec())),
             xattrs: pax.xattrs.clone(),
+            acl_access: pax.acl_access.clone(),
+            acl_default: pax.acl_default.clone(),
             notes: pax.bad.clone(),
             ..Default::default()
         };

@@ -94,6 +94,8 @@ struct Snap {
     holey: bool,
     link: Option<Vec<u8>>,
     rdev: u64,
+    /// Extended attributes, ACLs (system.posix_acl_*) included.
+    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Names of the other paths sharing this inode.
     peers: Vec<Vec<u8>>,
 }
@@ -157,6 +159,7 @@ fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Snap> {
                     .is_symlink()
                     .then(|| fs::read_link(&p).unwrap().into_os_string().into_vec()),
                 rdev: m.rdev(),
+                xattrs: xattrs_of(&p),
                 peers,
             };
             (rel.clone(), snap)
@@ -165,6 +168,21 @@ fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Snap> {
 }
 
 use std::os::unix::ffi::OsStringExt;
+
+fn xattrs_of(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut names = vec![0u8; 65536];
+    let n = rustix::fs::llistxattr(p, &mut names[..]).unwrap_or(0);
+    names[..n]
+        .split(|&b| b == 0)
+        .filter(|k| !k.is_empty())
+        .map(|k| {
+            let mut v = vec![0u8; 1 << 20];
+            let got = rustix::fs::lgetxattr(p, k, &mut v[..]).unwrap_or(0);
+            v.truncate(got);
+            (k.to_vec(), v)
+        })
+        .collect()
+}
 
 fn diff(want: &BTreeMap<Vec<u8>, Snap>, got: &BTreeMap<Vec<u8>, Snap>) -> Vec<String> {
     let mut out = Vec::new();
@@ -583,4 +601,74 @@ fn issue_11_owner_names_win_over_numbers_as_gnu_tar_does() {
     assert_eq!((m.uid(), m.gid()), (777, 888));
     let m = fs::metadata(t.path().join("owners.datamig/known.txt")).unwrap();
     assert_ne!(m.uid(), 12345, "the local name nobody should have won");
+}
+
+/// The kernel's form of `user::rw-,user:1000:r--,group::r--,mask::r--,other::---`.
+fn sample_acl() -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    let entries: [(u16, u16, u32); 5] = [
+        (0x01, 6, u32::MAX),
+        (0x02, 4, 1000),
+        (0x04, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ];
+    for (tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+/// `tar --xattrs --acls` and bsdtar keep user xattrs and POSIX ACLs (access
+/// and a directory's default ACL) in PAX records; datamig restores them as
+/// GNU tar and bsdtar do.
+#[test]
+fn issue_11_xattrs_and_acls_restore_like_gnu_tar_and_bsdtar() {
+    let t = common::tempdir();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    common::write(&src, "f.txt", b"with attributes\n");
+    common::write(&src, "d/inner.txt", b"inner\n");
+    let f = src.join("f.txt");
+    let set = |p: &Path, k: &str, v: &[u8]| {
+        rustix::fs::setxattr(p, k, v, rustix::fs::XattrFlags::empty())
+            .unwrap_or_else(|e| panic!("setxattr {k} on {}: {e}", p.display()))
+    };
+    set(&f, "user.comment", b"hello");
+    set(&f, "user.binary", &[0, 1, 2, 255, b'=', b'\n']);
+    set(&f, "system.posix_acl_access", &sample_acl());
+    set(&src.join("d"), "system.posix_acl_default", &sample_acl());
+    let cases = [
+        (
+            "xattr-gnu",
+            format!("tar -C {} --format=posix --xattrs --acls -cf - .", q(&src)),
+            format!("{GNU_X} --xattrs --acls"),
+        ),
+        (
+            "xattr-bsd",
+            format!("bsdtar -C {} --format=pax --xattrs --acls -cf - .", q(&src)),
+            format!("{BSD_X} --xattrs --acls"),
+        ),
+    ];
+    for (label, make, extract) in cases {
+        interop(t.path(), label, &make, &extract);
+        let ours = t.path().join(format!("{label}.datamig"));
+        let x = xattrs_of(&ours.join("f.txt"));
+        assert_eq!(
+            x.get(&b"user.comment"[..]).map(|v| &v[..]),
+            Some(&b"hello"[..]),
+            "{label}: {x:?}"
+        );
+        assert!(
+            x.contains_key(&b"system.posix_acl_access"[..]),
+            "{label}: {x:?}"
+        );
+        let d = xattrs_of(&ours.join("d"));
+        assert!(
+            d.contains_key(&b"system.posix_acl_default"[..]),
+            "{label}: {d:?}"
+        );
+    }
 }

@@ -81,11 +81,13 @@ pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Foun
     }
     if h.path == b"." {
         if h.kind == MemberKind::Dir {
+            let (attrs, _) = super::xattrs::wanted(&found, &mut ctx.names);
             ctx.root_meta = Some(DirMeta {
                 mode: h.mode,
                 uid: h.uid as u32,
                 gid: h.gid as u32,
                 mtime_ns: mtime_ns(&h, found.mtime_ns, None),
+                xattrs: attrs,
             });
         }
         return Ok(());
@@ -109,6 +111,10 @@ pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Foun
             .names
             .gid(found.gname.as_deref())
             .map_or(h.gid, u64::from);
+    }
+    let (attrs, bad) = super::xattrs::wanted(&found, &mut ctx.names);
+    for n in bad {
+        note(&mut ctx.report, &h.path, n);
     }
     ctx.seen.insert(h.path.clone());
     let expected: Option<&Entry> = match ctx.manifest {
@@ -139,7 +145,7 @@ pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Foun
     let ns = mtime_ns(&h, found.mtime_ns, expected);
     let replace = replaces_earlier(ctx, &h);
     match h.kind {
-        MemberKind::Dir => make_dir(ctx, &h, depth, name, ns),
+        MemberKind::Dir => make_dir(ctx, &h, depth, name, ns, attrs),
         MemberKind::Symlink => make_symlink(ctx, &h, depth, name, ns, replace),
         MemberKind::Hardlink => make_hardlink(ctx, &h, name, replace),
         MemberKind::Fifo | MemberKind::CharDev | MemberKind::BlockDev => {
@@ -154,7 +160,12 @@ pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Foun
                 );
                 return Ok(());
             }
-            let at = Placing { depth, ns, replace };
+            let at = Placing {
+                depth,
+                ns,
+                replace,
+                attrs: &attrs,
+            };
             write_file(ctx, tar, &h, at, name, expected)?;
         }
     }
@@ -252,7 +263,14 @@ fn sweep_parent(ctx: &mut Ctx, comps: &[&[u8]], depth: usize) {
     }
 }
 
-fn make_dir(ctx: &mut Ctx, h: &MemberHeader, depth: usize, name: &[u8], ns: i64) {
+fn make_dir(
+    ctx: &mut Ctx,
+    h: &MemberHeader,
+    depth: usize,
+    name: &[u8],
+    ns: i64,
+    attrs: Vec<(Vec<u8>, Vec<u8>)>,
+) {
     let dir = ctx.tree.dir(depth);
     let made = match dir.mkdir(name, 0o700) {
         Ok(()) => true,
@@ -284,6 +302,7 @@ fn make_dir(ctx: &mut Ctx, h: &MemberHeader, depth: usize, name: &[u8], ns: i64)
             uid: h.uid as u32,
             gid: h.gid as u32,
             mtime_ns: ns,
+            xattrs: attrs,
         },
     );
     ctx.report.dirs += 1;
@@ -471,12 +490,13 @@ fn copy_data<R: Read>(
 }
 
 /// Where and how a file lands: its parent's depth in the tree, its mtime,
-/// and whether it may replace an earlier member of the same name.
-#[derive(Clone, Copy)]
-struct Placing {
+/// whether it may replace an earlier member of the same name, and its
+/// extended attributes.
+struct Placing<'a> {
     depth: usize,
     ns: i64,
     replace: bool,
+    attrs: &'a [(Vec<u8>, Vec<u8>)],
 }
 
 fn write_file<R: Read>(
@@ -487,7 +507,12 @@ fn write_file<R: Read>(
     name: &[u8],
     expected: Option<&Entry>,
 ) -> Result<()> {
-    let Placing { depth, ns, replace } = at;
+    let Placing {
+        depth,
+        ns,
+        replace,
+        attrs,
+    } = at;
     let dir = ctx.tree.dir(depth);
     // Without --overwrite the destination started empty, so anything in the
     // way was put there by this archive; the no-replace rename at the end
@@ -539,6 +564,11 @@ fn write_file<R: Read>(
     }
     let owner = ctx.same_owner.then_some((h.uid as u32, h.gid as u32));
     let _ = crate::fsx::set_fd_meta(tmp.file().as_fd(), h.mode, owner, ns);
+    // After the owner and mode: fchown drops security.capability, and
+    // fchmod rewrites an ACL's mask.
+    for n in super::xattrs::apply(tmp.file(), attrs) {
+        note(&mut ctx.report, &h.path, n);
+    }
     if let Err(why) = commit(&tmp, name, ctx.overwrite || replace) {
         match why {
             Commit::Refused(why) => refuse(&mut ctx.report, &h.path, why.into()),

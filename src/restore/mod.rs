@@ -13,6 +13,7 @@ mod member;
 mod owners;
 pub mod paths;
 mod source;
+mod xattrs;
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -101,12 +102,14 @@ impl RestoreReport {
 }
 
 /// A directory's archived metadata, applied through its handle at the end.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct DirMeta {
     mode: u32,
     uid: u32,
     gid: u32,
     mtime_ns: i64,
+    /// Extended attributes and ACLs (foreign archives), set after the mode.
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 struct Ctx<'a> {
@@ -374,7 +377,14 @@ fn finish_dirs(ctx: &mut Ctx, created: bool) {
             Ok(depth) => {
                 if let Some(m) = ctx.dirs.get(&rel) {
                     let owner = ctx.same_owner.then_some((m.uid, m.gid));
-                    let _ = ctx.tree.dir(depth).set_meta(m.mode, owner, m.mtime_ns);
+                    let d = ctx.tree.dir(depth);
+                    let _ = d.set_meta(m.mode, owner, m.mtime_ns);
+                    for note in xattrs::apply(d, &m.xattrs) {
+                        ctx.report.notes.push(PathNote {
+                            path: String::from_utf8_lossy(&rel).into_owned(),
+                            note,
+                        });
+                    }
                 }
             }
             Err(b) => {
@@ -390,9 +400,10 @@ fn finish_dirs(ctx: &mut Ctx, created: bool) {
         }
     }
     let _ = ctx.tree.reach(&[], false);
-    if created && let Some(m) = ctx.root_meta {
+    if created && let Some(m) = &ctx.root_meta {
         let owner = ctx.same_owner.then_some((m.uid, m.gid));
         let _ = ctx.tree.root().set_meta(m.mode, owner, m.mtime_ns);
+        let _ = xattrs::apply(ctx.tree.root(), &m.xattrs);
     }
 }
 
