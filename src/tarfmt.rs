@@ -638,6 +638,9 @@ impl<R: Read> TarReader<R> {
                 }
                 b'g' => {
                     let rec = self.read_pax_meta(size)?;
+                    // Each global header's xattrs replace the last one's, so
+                    // a stream of them cannot pile up memory.
+                    self.global.xattrs.clear();
                     if let Ok(kvs) = parse_pax(&rec) {
                         for (k, v) in kvs {
                             self.global.apply(&k, v.clone());
@@ -1136,6 +1139,83 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("truncated"), "{e}");
+    }
+
+    fn pax_member(out: &mut Vec<u8>, typeflag: u8, records: &[(&str, &str)]) {
+        let mut rec = Vec::new();
+        for (k, v) in records {
+            let body = k.len() + v.len() + 3;
+            let mut n = body + 1;
+            while n.to_string().len() + body != n {
+                n = n.to_string().len() + body;
+            }
+            rec.extend_from_slice(format!("{n} {k}={v}\n").as_bytes());
+        }
+        let mut h = header_block(b"pax", typeflag, 0o644, 0, 0, rec.len() as u64, 0, b"");
+        seal(&mut h);
+        out.extend_from_slice(&h);
+        out.extend_from_slice(&rec);
+        out.resize(out.len() + padding(rec.len() as u64), 0);
+    }
+
+    #[test]
+    fn pax_times_are_nanoseconds_before_and_after_1970() {
+        assert_eq!(
+            pax_time(b"1700000000.123456789"),
+            Some(1_700_000_000_123_456_789)
+        );
+        assert_eq!(pax_time(b"-1.5"), Some(-1_500_000_000));
+        assert_eq!(pax_time(b"-617716800"), Some(-617_716_800_000_000_000));
+        assert_eq!(pax_time(b"12.1234567891234"), Some(12_123_456_789));
+        assert_eq!(pax_time(b"1e5"), None);
+        assert_eq!(pax_time(b""), None);
+    }
+
+    #[test]
+    fn global_headers_apply_to_every_later_member_until_overridden() {
+        let mut s = Vec::new();
+        pax_member(&mut s, b'g', &[("uid", "4000000000"), ("mtime", "-10.25")]);
+        s.extend_from_slice(&encode_header(&member(b"a", MemberKind::Dir)));
+        pax_member(&mut s, b'x', &[("uid", "7"), ("path", "renamed")]);
+        s.extend_from_slice(&encode_header(&member(b"b", MemberKind::Dir)));
+        s.extend_from_slice(&END_OF_ARCHIVE);
+        let mut r = TarReader::new(&s[..]);
+        let a = r.next_member().unwrap().unwrap();
+        assert_eq!(a.header.uid, 4_000_000_000);
+        assert_eq!(a.mtime_ns, Some(-10_250_000_000));
+        assert_eq!(a.header.mtime, -11);
+        let b = r.next_member().unwrap().unwrap();
+        assert_eq!((b.header.uid, &b.header.path[..]), (7, &b"renamed"[..]));
+        assert_eq!(b.mtime_ns, Some(-10_250_000_000));
+        assert!(r.next_member().unwrap().is_none());
+    }
+
+    #[test]
+    fn unknown_types_and_v7_directories_keep_the_stream_in_step() {
+        let mut s = Vec::new();
+        let mut h = header_block(b"v7/", b'0', 0o755, 0, 0, 600, 0, b"");
+        seal(&mut h);
+        s.extend_from_slice(&h);
+        s.extend_from_slice(&[b'J'; 1024]);
+        let mut h = header_block(b"acl", b'A', 0o644, 0, 0, 3, 0, b"");
+        seal(&mut h);
+        s.extend_from_slice(&h);
+        s.extend_from_slice(&[b'x'; 512]);
+        s.extend_from_slice(&encode_header(&member(b"next", MemberKind::Dir)));
+        s.extend_from_slice(&END_OF_ARCHIVE);
+        let mut r = TarReader::new(&s[..]);
+        let d = r.next_member().unwrap().unwrap();
+        assert_eq!(
+            (d.header.kind, &d.header.path[..]),
+            (MemberKind::Dir, &b"v7"[..])
+        );
+        assert!(d.notes[0].contains("pre-POSIX"), "{:?}", d.notes);
+        let f = r.next_member().unwrap().unwrap();
+        assert_eq!(f.header.kind, MemberKind::File);
+        assert!(f.notes[0].contains("unknown tar type 'A'"), "{:?}", f.notes);
+        let n = r.next_member().unwrap().unwrap();
+        assert_eq!(&n.header.path[..], b"next");
+        assert!(r.next_member().unwrap().is_none());
     }
 
     #[test]

@@ -27,11 +27,15 @@ const UNDEFINED_ID: u32 = u32::MAX;
 pub fn wanted(found: &Found, names: &mut Names) -> (Attrs, Vec<String>) {
     let mut out: Attrs = Vec::new();
     let mut notes = Vec::new();
+    // bsdtar writes each xattr twice (SCHILY and LIBARCHIVE): the last wins.
+    let mut at: std::collections::HashMap<&[u8], usize> = Default::default();
     for (k, v) in &found.xattrs {
-        if let Some(slot) = out.iter_mut().find(|(n, _)| n == k) {
-            slot.1 = v.clone();
-        } else {
-            out.push((k.clone(), v.clone()));
+        match at.get(k.as_slice()) {
+            Some(&i) => out[i].1 = v.clone(),
+            None => {
+                at.insert(k, out.len());
+                out.push((k.clone(), v.clone()));
+            }
         }
     }
     let acls = [
