@@ -372,7 +372,9 @@ fn make_hardlink(ctx: &mut Ctx, h: &MemberHeader, name: &[u8], replace: bool) {
         );
         return refuse(&mut ctx.report, &h.path, why);
     }
-    if !ctx.restored_files.contains(&target) {
+    // Anything this restore made but a symlink or directory: files, and the
+    // FIFOs and device nodes GNU tar also archives as hard links.
+    if !ctx.made.contains(&target) {
         let why = "hard link to a file this restore did not write".into();
         return refuse(&mut ctx.report, &h.path, why);
     }
@@ -587,7 +589,6 @@ fn write_file<R: Read>(
             .unverified
             .push(String::from_utf8_lossy(&h.path).into_owned());
     }
-    ctx.restored_files.insert(h.path.clone());
     ctx.made.insert(h.path.clone());
     ctx.report.files += 1;
     ctx.report.bytes += h.size;

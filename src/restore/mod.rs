@@ -119,9 +119,9 @@ struct Ctx<'a> {
     manifest: Option<&'a Manifest>,
     same_owner: bool,
     overwrite: bool,
-    restored_files: HashSet<Vec<u8>>,
     /// Files, hard links, FIFOs and devices this restore put in place: what a
-    /// later member of the same name may replace (symlinks never are).
+    /// later member of the same name may replace (symlinks never are), and
+    /// what a hard link may point to.
     made: HashSet<Vec<u8>>,
     /// Every member met in the archive (restored or not): the rest of the
     /// manifest is missing.
@@ -165,7 +165,6 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
         manifest: manifest.as_ref(),
         same_owner: opts.same_owner && rustix::process::geteuid().is_root(),
         overwrite: opts.overwrite,
-        restored_files: HashSet::new(),
         made: HashSet::new(),
         seen: HashSet::new(),
         swept: HashSet::new(),
