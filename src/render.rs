@@ -397,12 +397,17 @@ pub fn restore(w: &mut dyn Write, r: &crate::restore::RestoreReport) -> io::Resu
     writeln!(w, "  checked against {} manifest", r.manifest)?;
     writeln!(
         w,
-        "  {} files ({}), {} directories, {} symlinks, {} hard links in {:.1}s",
+        "  {} files ({}), {} directories, {} symlinks, {} hard links{} in {:.1}s",
         r.files,
         human_bytes(r.bytes),
         r.dirs,
         r.symlinks,
         r.hardlinks,
+        if r.specials > 0 {
+            format!(", {} FIFOs/devices", r.specials)
+        } else {
+            String::new()
+        },
         r.seconds
     )?;
     writeln!(
@@ -434,6 +439,11 @@ pub fn restore(w: &mut dyn Write, r: &crate::restore::RestoreReport) -> io::Resu
         w,
         "Directories replaced while the restore ran (nothing written through them)",
         &r.swapped,
+    )?;
+    notes(
+        w,
+        "Foreign members restored differently from their header (what was done)",
+        &r.notes,
     )?;
     list(
         w,

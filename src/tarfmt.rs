@@ -2,9 +2,18 @@
 //! long and non-UTF-8 names (`L`/`K` members), old-GNU sparse files (`S`),
 //! hard links, and sizes over 8 GiB (base-256 numbers) are all under our control.
 //!
-//! The reader is deliberately strict: it understands exactly what GNU tar and
-//! this writer produce (plus PAX `path`/`linkpath`/`size` records) and refuses
-//! anything else with a reason, because restore runs it on untrusted input.
+//! The reader reads what GNU tar (every `--format`, every `--sparse-version`)
+//! and bsdtar write: PAX local and global records (`path`, `linkpath`, `size`,
+//! `mtime` to the nanosecond, `uid`, `gid`, `uname`, `gname`, `GNU.sparse.*`,
+//! `SCHILY.xattr.*`), GNU `L`/`K`, old-GNU sparse maps, V7 directories, FIFOs
+//! and devices. What it cannot take as written it still reads past whenever
+//! the stream position allows: unknown typeflags become regular files (as
+//! POSIX says) and over-large records refuse only their own member, each with
+//! a note in [`Found`], so one odd member never ends a restore. Names are not
+//! judged here; restore checks them. It is datamig's own reader rather than
+//! `tar::Archive::entries` because restore needs each member's stream offset,
+//! the old-GNU and PAX 1.0 sparse maps as regions, and bounded allocation on
+//! untrusted input, all of which it already had.
 
 use std::io::{self, Read};
 
@@ -12,12 +21,17 @@ use anyhow::{Result, anyhow, bail};
 
 pub const BLOCK: usize = 512;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MemberKind {
+    #[default]
     File,
     Dir,
     Symlink,
     Hardlink,
+    /// Only in foreign archives (typeflags `6`, `3`, `4`).
+    Fifo,
+    CharDev,
+    BlockDev,
 }
 
 /// A data region of a sparse file: `len` bytes at logical `offset`.
@@ -27,7 +41,7 @@ pub struct Region {
     pub len: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MemberHeader {
     pub path: Vec<u8>,
     pub kind: MemberKind,
@@ -160,6 +174,9 @@ pub fn encode_header(m: &MemberHeader) -> Vec<u8> {
         (MemberKind::Dir, _) => (b'5', 0),
         (MemberKind::Symlink, _) => (b'2', 0),
         (MemberKind::Hardlink, _) => (b'1', 0),
+        (MemberKind::Fifo, _) => (b'6', 0),
+        (MemberKind::CharDev, _) => (b'3', 0),
+        (MemberKind::BlockDev, _) => (b'4', 0),
     };
     let mut h = header_block(&name, typeflag, m.mode, m.uid, m.gid, size, m.mtime, &link);
     let mut ext: Vec<[u8; BLOCK]> = Vec::new();
@@ -257,12 +274,198 @@ fn cstr(field: &[u8]) -> &[u8] {
 /// memory a hostile `L`/`K`/`x` member can make us allocate.
 const MAX_META: u64 = 1 << 20;
 
+/// Largest extended header (`x` or `g` member) read: a hostile size cannot
+/// make us allocate more, yet an honest 8 MB record (a big xattr) is read.
+pub const MAX_PAX: u64 = 64 << 20;
+
+/// Most regions accepted in one sparse map.
+const MAX_REGIONS: usize = 1 << 20;
+
 /// A member as found in the stream, with where its first header block began.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Found {
     pub header: MemberHeader,
     /// Offset of the member's first block (an `L`/`K`/`x` block if present).
     pub offset: u64,
+    /// The PAX `mtime` in nanoseconds (sub-second, pre-1970), when given.
+    pub mtime_ns: Option<i64>,
+    /// (major, minor) of a character or block device.
+    pub rdev: Option<(u32, u32)>,
+    pub uname: Option<Vec<u8>>,
+    pub gname: Option<Vec<u8>>,
+    /// `SCHILY.xattr.NAME` / `LIBARCHIVE.xattr.NAME` records (the latter
+    /// decoded), in order.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// `SCHILY.acl.access` / `SCHILY.acl.default`: ACLs in text form.
+    pub acl_access: Option<Vec<u8>>,
+    pub acl_default: Option<Vec<u8>>,
+    /// How this member was read differently from what its header says
+    /// (unknown typeflag taken as a file, V7 directory, ...), in words.
+    pub notes: Vec<String>,
+    /// Why the member cannot be restored at all; its data is skipped.
+    pub refused: Option<String>,
+}
+
+/// What the PAX records (global ones first, then the member's own) say.
+#[derive(Debug, Clone, Default)]
+struct Pax {
+    path: Option<Vec<u8>>,
+    linkpath: Option<Vec<u8>>,
+    size: Option<u64>,
+    mtime_ns: Option<i64>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+    uname: Option<Vec<u8>>,
+    gname: Option<Vec<u8>>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    acl_access: Option<Vec<u8>>,
+    acl_default: Option<Vec<u8>>,
+    sparse: SparsePax,
+    /// Records that could not be used, in words.
+    bad: Vec<String>,
+}
+
+/// `GNU.sparse.*` records of the three PAX sparse formats.
+#[derive(Debug, Clone, Default)]
+struct SparsePax {
+    /// 0.0: `GNU.sparse.offset`/`numbytes` pairs; 0.1: `GNU.sparse.map`.
+    map: Vec<u64>,
+    /// `GNU.sparse.size` (0.x) or `GNU.sparse.realsize` (1.0).
+    size: Option<u64>,
+    name: Option<Vec<u8>>,
+    major: Option<u64>,
+    minor: Option<u64>,
+    any: bool,
+}
+
+fn dec<T: std::str::FromStr>(v: &[u8]) -> Option<T> {
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+/// A PAX time (`-12.5`, `1700000000.123456789`) in nanoseconds.
+fn pax_time(v: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(v).ok()?.trim();
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs: i64 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let mut ns: i64 = 0;
+    for (i, d) in frac.bytes().take(9).enumerate() {
+        ns += (d - b'0') as i64 * 10i64.pow(8 - i as u32);
+    }
+    let total = secs.checked_mul(1_000_000_000)?.checked_add(ns)?;
+    Some(if neg { -total } else { total })
+}
+
+/// libarchive's form: the name %-encoded, the value base64.
+fn libarchive_xattr(name: &[u8], v: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    use base64::Engine as _;
+    let mut n = Vec::with_capacity(name.len());
+    let mut i = 0;
+    while i < name.len() {
+        if name[i] == b'%' {
+            let hex = std::str::from_utf8(name.get(i + 1..i + 3)?).ok()?;
+            n.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            n.push(name[i]);
+            i += 1;
+        }
+    }
+    let trimmed: Vec<u8> = v.iter().copied().filter(|&b| b != b'=').collect();
+    let value = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(&trimmed)
+        .ok()?;
+    Some((n, value))
+}
+
+impl Pax {
+    fn apply(&mut self, k: &[u8], v: Vec<u8>) {
+        let num = |v: &[u8], bad: &mut Vec<String>, what: &str| {
+            let n = dec::<u64>(v);
+            if n.is_none() {
+                bad.push(format!(
+                    "PAX {what} {:?} is not a number; ignored",
+                    String::from_utf8_lossy(v)
+                ));
+            }
+            n
+        };
+        match k {
+            b"path" => self.path = Some(v),
+            b"linkpath" => self.linkpath = Some(v),
+            b"size" => self.size = num(&v, &mut self.bad, "size").or(self.size),
+            b"uid" => self.uid = num(&v, &mut self.bad, "uid").or(self.uid),
+            b"gid" => self.gid = num(&v, &mut self.bad, "gid").or(self.gid),
+            b"uname" => self.uname = Some(v),
+            b"gname" => self.gname = Some(v),
+            b"mtime" => match pax_time(&v) {
+                Some(t) => self.mtime_ns = Some(t),
+                None => self.bad.push(format!(
+                    "PAX mtime {:?} is not a time; the header's seconds were used",
+                    String::from_utf8_lossy(&v)
+                )),
+            },
+            b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => {
+                self.sparse.any = true;
+                match dec::<u64>(&v) {
+                    Some(n) if self.sparse.map.len() < 2 * MAX_REGIONS => self.sparse.map.push(n),
+                    _ => self
+                        .bad
+                        .push("bad GNU.sparse.offset/numbytes record".into()),
+                }
+            }
+            b"GNU.sparse.map" => {
+                self.sparse.any = true;
+                let nums: Option<Vec<u64>> = v
+                    .split(|&b| b == b',')
+                    .filter(|x| !x.is_empty())
+                    .map(dec::<u64>)
+                    .collect();
+                match nums {
+                    Some(n) if n.len() <= 2 * MAX_REGIONS => self.sparse.map = n,
+                    _ => self.bad.push("bad GNU.sparse.map record".into()),
+                }
+            }
+            b"GNU.sparse.size" | b"GNU.sparse.realsize" => {
+                self.sparse.any = true;
+                self.sparse.size = num(&v, &mut self.bad, "GNU.sparse.size");
+            }
+            b"GNU.sparse.name" => {
+                self.sparse.any = true;
+                self.sparse.name = Some(v);
+            }
+            b"GNU.sparse.major" => {
+                self.sparse.any = true;
+                self.sparse.major = dec(&v);
+            }
+            b"GNU.sparse.minor" => self.sparse.minor = dec(&v),
+            b"GNU.sparse.numblocks" => self.sparse.any = true,
+            b"SCHILY.acl.access" => self.acl_access = Some(v),
+            b"SCHILY.acl.default" => self.acl_default = Some(v),
+            _ => {
+                if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
+                    self.xattrs.push((name.to_vec(), v));
+                } else if let Some(name) = k.strip_prefix(b"LIBARCHIVE.xattr.") {
+                    match libarchive_xattr(name, &v) {
+                        Some(kv) => self.xattrs.push(kv),
+                        None => self.bad.push(format!(
+                            "LIBARCHIVE.xattr record for {:?} cannot be decoded; ignored",
+                            String::from_utf8_lossy(name)
+                        )),
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Streaming reader over an uncompressed tar stream.
@@ -274,6 +477,8 @@ pub struct TarReader<R: Read> {
     pending_pad: usize,
     done: bool,
     buf: Vec<u8>,
+    /// Records of the `g` headers met so far: they apply to every later member.
+    global: Pax,
 }
 
 impl<R: Read> TarReader<R> {
@@ -285,6 +490,7 @@ impl<R: Read> TarReader<R> {
             pending_pad: 0,
             done: false,
             buf: Vec::new(),
+            global: Pax::default(),
         }
     }
 
@@ -297,6 +503,7 @@ impl<R: Read> TarReader<R> {
             pending_pad: 0,
             done: false,
             buf: Vec::new(),
+            global: Pax::default(),
         }
     }
 
@@ -378,6 +585,12 @@ impl<R: Read> TarReader<R> {
         self.skip(n + pad as u64)
     }
 
+    /// Skip an `x`/`g` member's data without reading it into memory.
+    fn skip_meta(&mut self, size: u64) -> Result<()> {
+        self.skip(size)?;
+        self.skip(padding(size) as u64)
+    }
+
     /// The next member, or `None` at the end-of-archive marker. A stream that
     /// simply stops without the marker is an error (truncation).
     pub fn next_member(&mut self) -> Result<Option<Found>> {
@@ -388,7 +601,9 @@ impl<R: Read> TarReader<R> {
         let start = self.pos;
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
-        let mut pax_size: Option<u64> = None;
+        let mut pax = self.global.clone();
+        pax.bad.clear();
+        let mut refused: Option<String> = None;
         let mut b = [0u8; BLOCK];
         loop {
             if !self.read_block(&mut b)? {
@@ -414,84 +629,163 @@ impl<R: Read> TarReader<R> {
             match typeflag {
                 b'L' => long_name = Some(trim_nul(self.read_meta(size)?)),
                 b'K' => long_link = Some(trim_nul(self.read_meta(size)?)),
-                b'x' => {
-                    let rec = self.read_meta(size)?;
-                    for (k, v) in parse_pax(&rec)? {
-                        match k.as_slice() {
-                            b"path" => long_name = Some(v),
-                            b"linkpath" => long_link = Some(v),
-                            b"size" => {
-                                let s = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok());
-                                pax_size = Some(s.ok_or_else(|| anyhow!("bad PAX size"))?);
-                            }
-                            _ => {}
-                        }
+                b'x' | b'g' | b'X' if size > MAX_PAX => {
+                    self.skip_meta(size)?;
+                    refused = Some(format!(
+                        "its PAX extended header is {size} bytes, over datamig's limit of {MAX_PAX} bytes; member not restored"
+                    ));
+                }
+                b'x' | b'X' => {
+                    let rec = self.read_pax_meta(size)?;
+                    match parse_pax(&rec) {
+                        Ok(kvs) => kvs.into_iter().for_each(|(k, v)| pax.apply(&k, v)),
+                        Err(e) => refused = Some(format!("its PAX extended header: {e}")),
                     }
                 }
                 b'g' => {
-                    self.read_meta(size)?;
+                    let rec = self.read_pax_meta(size)?;
+                    // Each global header's xattrs replace the last one's, so
+                    // a stream of them cannot pile up memory.
+                    self.global.xattrs.clear();
+                    if let Ok(kvs) = parse_pax(&rec) {
+                        for (k, v) in kvs {
+                            self.global.apply(&k, v.clone());
+                            pax.apply(&k, v);
+                        }
+                    }
                 }
                 _ => break,
             }
         }
+        let mut found = self.decode(&b, long_name, long_link, pax)?;
+        found.offset = start;
+        if refused.is_some() {
+            found.refused = refused;
+        }
+        Ok(Some(found))
+    }
+
+    fn read_pax_meta(&mut self, size: u64) -> Result<Vec<u8>> {
+        let mut v = vec![0u8; size as usize];
+        self.read_exact_counted(&mut v)?;
+        self.skip(padding(size) as u64)?;
+        Ok(v)
+    }
+
+    /// The member whose header block is `b`, with the names and records
+    /// gathered before it; sets how much data follows.
+    fn decode(
+        &mut self,
+        b: &[u8; BLOCK],
+        long_name: Option<Vec<u8>>,
+        long_link: Option<Vec<u8>>,
+        pax: Pax,
+    ) -> Result<Found> {
         let typeflag = b[156];
-        let mut path = long_name.unwrap_or_else(|| {
+        let ustar = &b[257..263] == b"ustar\0";
+        let header_name = || {
             let mut p = cstr(&b[345..500]).to_vec();
             let name = cstr(&b[..100]);
             // ustar prefix field (only in POSIX ustar headers, not GNU ones).
-            if &b[257..263] == b"ustar\0" && !p.is_empty() {
+            if ustar && !p.is_empty() {
                 p.push(b'/');
                 p.extend_from_slice(name);
                 p
             } else {
                 name.to_vec()
             }
-        });
-        let link = long_link.unwrap_or_else(|| cstr(&b[157..257]).to_vec());
+        };
+        let mut path = pax.path.clone().or(long_name).unwrap_or_else(header_name);
+        let link = pax
+            .linkpath
+            .clone()
+            .or(long_link)
+            .unwrap_or_else(|| cstr(&b[157..257]).to_vec());
+        let mut f = Found {
+            mtime_ns: pax.mtime_ns,
+            uname: pax
+                .uname
+                .clone()
+                .or_else(|| Some(cstr(&b[265..297]).to_vec())),
+            gname: pax
+                .gname
+                .clone()
+                .or_else(|| Some(cstr(&b[297..329]).to_vec())),
+            xattrs: pax.xattrs.clone(),
+            acl_access: pax.acl_access.clone(),
+            acl_default: pax.acl_default.clone(),
+            notes: pax.bad.clone(),
+            ..Default::default()
+        };
+        f.uname = f.uname.filter(|n| !n.is_empty());
+        f.gname = f.gname.filter(|n| !n.is_empty());
         let mode = (parse_num(&b[100..108])? & 0o7777) as u32;
-        let uid = parse_num(&b[108..116])?;
-        let gid = parse_num(&b[116..124])?;
-        let mtime = parse_signed(&b[136..148])?;
-        let stored = pax_size.unwrap_or(parse_num(&b[124..136])?);
+        let uid = match pax.uid {
+            Some(u) => u,
+            None => parse_num(&b[108..116])?,
+        };
+        let gid = match pax.gid {
+            Some(g) => g,
+            None => parse_num(&b[116..124])?,
+        };
+        let mtime = match pax.mtime_ns {
+            Some(ns) => ns.div_euclid(1_000_000_000),
+            None => parse_signed(&b[136..148])?,
+        };
+        let stored = match pax.size {
+            Some(s) => s,
+            None => parse_num(&b[124..136])?,
+        };
+        let v7_dir = matches!(typeflag, b'0' | 0) && path.ends_with(b"/");
         let (kind, size, sparse, data) = match typeflag {
+            _ if v7_dir => {
+                f.notes.push(format!(
+                    "pre-POSIX directory (type {:?}, name ending in '/'{}); restored as a directory",
+                    typeflag as char,
+                    if stored > 0 { ", with data skipped" } else { "" }
+                ));
+                (MemberKind::Dir, 0, None, stored)
+            }
+            b'0' | 0 | b'7' if pax.sparse.any => {
+                let (real, regions, data) = self.pax_sparse(&pax.sparse, stored)?;
+                if let Some(n) = &pax.sparse.name {
+                    path = n.clone();
+                }
+                (MemberKind::File, real, Some(regions), data)
+            }
             b'0' | 0 | b'7' => (MemberKind::File, stored, None, stored),
             b'5' => (MemberKind::Dir, 0, None, 0),
+            b'D' => {
+                f.notes.push(
+                    "GNU dumpdir (incremental listing); restored as a plain directory".into(),
+                );
+                (MemberKind::Dir, 0, None, stored)
+            }
             b'2' => (MemberKind::Symlink, 0, None, 0),
             b'1' => (MemberKind::Hardlink, 0, None, 0),
+            b'6' => (MemberKind::Fifo, 0, None, 0),
+            b'3' | b'4' => {
+                let major = parse_num(&b[329..337])? as u32;
+                let minor = parse_num(&b[337..345])? as u32;
+                f.rdev = Some((major, minor));
+                let k = if typeflag == b'3' {
+                    MemberKind::CharDev
+                } else {
+                    MemberKind::BlockDev
+                };
+                (k, 0, None, 0)
+            }
             b'S' => {
-                let real = parse_num(&b[483..495])?;
-                let mut regions = Vec::new();
-                for i in 0..4 {
-                    let at = 386 + i * 24;
-                    push_region(&mut regions, &b[at..at + 24])?;
-                }
-                let mut more = b[482] != 0;
-                let mut ext = [0u8; BLOCK];
-                while more {
-                    if !self.read_block(&mut ext)? {
-                        bail!("stream ends inside a sparse map (truncated archive)");
-                    }
-                    for i in 0..21 {
-                        push_region(&mut regions, &ext[i * 24..i * 24 + 24])?;
-                    }
-                    more = ext[504] != 0;
-                    if regions.len() > 1 << 20 {
-                        bail!("sparse map with over a million regions");
-                    }
-                }
-                check_regions(&regions, real, stored)?;
-                regions.retain(|r| r.len > 0);
+                let (real, regions) = self.old_gnu_sparse(b, stored)?;
                 (MemberKind::File, real, Some(regions), stored)
             }
-            b'3' | b'4' | b'6' => bail!(
-                "member {:?} is a device or FIFO; datamig archives never contain those",
-                String::from_utf8_lossy(&path)
-            ),
-            t => bail!(
-                "member {:?} has unsupported tar type {:?}",
-                String::from_utf8_lossy(&path),
-                t as char
-            ),
+            t => {
+                f.notes.push(format!(
+                    "unknown tar type {:?}; restored as a regular file (as POSIX says)",
+                    t as char
+                ));
+                (MemberKind::File, stored, None, stored)
+            }
         };
         if kind == MemberKind::Dir {
             while path.len() > 1 && path.ends_with(b"/") {
@@ -501,20 +795,124 @@ impl<R: Read> TarReader<R> {
         self.pending = data;
         self.pending_pad = padding(data);
         let link = matches!(kind, MemberKind::Symlink | MemberKind::Hardlink).then_some(link);
-        Ok(Some(Found {
-            header: MemberHeader {
-                path,
-                kind,
-                mode,
-                uid,
-                gid,
-                mtime,
-                size,
-                link,
-                sparse,
-            },
-            offset: start,
-        }))
+        f.header = MemberHeader {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime,
+            size,
+            link,
+            sparse,
+        };
+        Ok(f)
+    }
+
+    /// An old-GNU (`S`) sparse map: four regions in the header, more in
+    /// extension blocks while their last byte says so.
+    fn old_gnu_sparse(&mut self, b: &[u8; BLOCK], stored: u64) -> Result<(u64, Vec<Region>)> {
+        let real = parse_num(&b[483..495])?;
+        let mut regions = Vec::new();
+        for i in 0..4 {
+            let at = 386 + i * 24;
+            push_region(&mut regions, &b[at..at + 24])?;
+        }
+        let mut more = b[482] != 0;
+        let mut ext = [0u8; BLOCK];
+        while more {
+            if !self.read_block(&mut ext)? {
+                bail!("stream ends inside a sparse map (truncated archive)");
+            }
+            for i in 0..21 {
+                push_region(&mut regions, &ext[i * 24..i * 24 + 24])?;
+            }
+            more = ext[504] != 0;
+            if regions.len() > MAX_REGIONS {
+                bail!("sparse map with over a million regions");
+            }
+        }
+        check_regions(&regions, real, stored)?;
+        regions.retain(|r| r.len > 0);
+        Ok((real, regions))
+    }
+
+    /// A PAX sparse file (GNU formats 0.0, 0.1 and 1.0): the real size, the
+    /// data regions and how many data bytes follow (after a 1.0 map).
+    fn pax_sparse(&mut self, sp: &SparsePax, stored: u64) -> Result<(u64, Vec<Region>, u64)> {
+        let (map, data) = if sp.major == Some(1) {
+            let (map, used) = self.sparse_map_v1(stored)?;
+            (map, stored - used)
+        } else {
+            (sp.map.clone(), stored)
+        };
+        if map.len() % 2 != 0 {
+            bail!("PAX sparse map has an odd number of values");
+        }
+        let real = sp
+            .size
+            .ok_or_else(|| anyhow!("PAX sparse member without GNU.sparse.size/realsize"))?;
+        let mut regions: Vec<Region> = map
+            .chunks(2)
+            .map(|p| Region {
+                offset: p[0],
+                len: p[1],
+            })
+            .collect();
+        check_regions(&regions, real, data)?;
+        regions.retain(|r| r.len > 0);
+        Ok((real, regions, data))
+    }
+
+    /// The sparse 1.0 map at the start of the data: decimal numbers, one a
+    /// line (the count, then offset/size pairs), padded to a block. Returns
+    /// the numbers and the bytes the map took.
+    fn sparse_map_v1(&mut self, stored: u64) -> Result<(Vec<u64>, u64)> {
+        let mut nums: Vec<u64> = Vec::new();
+        let mut cur: Option<u64> = None;
+        let mut want: Option<usize> = None;
+        let mut used = 0u64;
+        let mut b = [0u8; BLOCK];
+        loop {
+            if used + BLOCK as u64 > stored {
+                bail!("PAX sparse 1.0 map runs past the member's data");
+            }
+            if !self.read_block(&mut b)? {
+                bail!("stream ends inside a sparse map (truncated archive)");
+            }
+            used += BLOCK as u64;
+            for &c in b.iter() {
+                if want.is_some_and(|w| nums.len() == w) {
+                    break;
+                }
+                match c {
+                    b'0'..=b'9' => {
+                        let v = cur.unwrap_or(0);
+                        cur = Some(
+                            v.checked_mul(10)
+                                .and_then(|v| v.checked_add((c - b'0') as u64))
+                                .ok_or_else(|| anyhow!("PAX sparse 1.0 map number too large"))?,
+                        );
+                    }
+                    b'\n' => {
+                        let v = cur
+                            .take()
+                            .ok_or_else(|| anyhow!("bad PAX sparse 1.0 map"))?;
+                        match want {
+                            None if v as usize > MAX_REGIONS => {
+                                bail!("sparse map with over a million regions")
+                            }
+                            None => want = Some(2 * v as usize),
+                            Some(_) => nums.push(v),
+                        }
+                    }
+                    _ => bail!("bad PAX sparse 1.0 map"),
+                }
+            }
+            if want.is_some_and(|w| nums.len() == w) {
+                return Ok((nums, used));
+            }
+        }
     }
 
     /// Read the current member's stored data in pieces, each with the logical
@@ -747,6 +1145,83 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("truncated"), "{e}");
+    }
+
+    fn pax_member(out: &mut Vec<u8>, typeflag: u8, records: &[(&str, &str)]) {
+        let mut rec = Vec::new();
+        for (k, v) in records {
+            let body = k.len() + v.len() + 3;
+            let mut n = body + 1;
+            while n.to_string().len() + body != n {
+                n = n.to_string().len() + body;
+            }
+            rec.extend_from_slice(format!("{n} {k}={v}\n").as_bytes());
+        }
+        let mut h = header_block(b"pax", typeflag, 0o644, 0, 0, rec.len() as u64, 0, b"");
+        seal(&mut h);
+        out.extend_from_slice(&h);
+        out.extend_from_slice(&rec);
+        out.resize(out.len() + padding(rec.len() as u64), 0);
+    }
+
+    #[test]
+    fn pax_times_are_nanoseconds_before_and_after_1970() {
+        assert_eq!(
+            pax_time(b"1700000000.123456789"),
+            Some(1_700_000_000_123_456_789)
+        );
+        assert_eq!(pax_time(b"-1.5"), Some(-1_500_000_000));
+        assert_eq!(pax_time(b"-617716800"), Some(-617_716_800_000_000_000));
+        assert_eq!(pax_time(b"12.1234567891234"), Some(12_123_456_789));
+        assert_eq!(pax_time(b"1e5"), None);
+        assert_eq!(pax_time(b""), None);
+    }
+
+    #[test]
+    fn global_headers_apply_to_every_later_member_until_overridden() {
+        let mut s = Vec::new();
+        pax_member(&mut s, b'g', &[("uid", "4000000000"), ("mtime", "-10.25")]);
+        s.extend_from_slice(&encode_header(&member(b"a", MemberKind::Dir)));
+        pax_member(&mut s, b'x', &[("uid", "7"), ("path", "renamed")]);
+        s.extend_from_slice(&encode_header(&member(b"b", MemberKind::Dir)));
+        s.extend_from_slice(&END_OF_ARCHIVE);
+        let mut r = TarReader::new(&s[..]);
+        let a = r.next_member().unwrap().unwrap();
+        assert_eq!(a.header.uid, 4_000_000_000);
+        assert_eq!(a.mtime_ns, Some(-10_250_000_000));
+        assert_eq!(a.header.mtime, -11);
+        let b = r.next_member().unwrap().unwrap();
+        assert_eq!((b.header.uid, &b.header.path[..]), (7, &b"renamed"[..]));
+        assert_eq!(b.mtime_ns, Some(-10_250_000_000));
+        assert!(r.next_member().unwrap().is_none());
+    }
+
+    #[test]
+    fn unknown_types_and_v7_directories_keep_the_stream_in_step() {
+        let mut s = Vec::new();
+        let mut h = header_block(b"v7/", b'0', 0o755, 0, 0, 600, 0, b"");
+        seal(&mut h);
+        s.extend_from_slice(&h);
+        s.extend_from_slice(&[b'J'; 1024]);
+        let mut h = header_block(b"acl", b'A', 0o644, 0, 0, 3, 0, b"");
+        seal(&mut h);
+        s.extend_from_slice(&h);
+        s.extend_from_slice(&[b'x'; 512]);
+        s.extend_from_slice(&encode_header(&member(b"next", MemberKind::Dir)));
+        s.extend_from_slice(&END_OF_ARCHIVE);
+        let mut r = TarReader::new(&s[..]);
+        let d = r.next_member().unwrap().unwrap();
+        assert_eq!(
+            (d.header.kind, &d.header.path[..]),
+            (MemberKind::Dir, &b"v7"[..])
+        );
+        assert!(d.notes[0].contains("pre-POSIX"), "{:?}", d.notes);
+        let f = r.next_member().unwrap().unwrap();
+        assert_eq!(f.header.kind, MemberKind::File);
+        assert!(f.notes[0].contains("unknown tar type 'A'"), "{:?}", f.notes);
+        let n = r.next_member().unwrap().unwrap();
+        assert_eq!(&n.header.path[..], b"next");
+        assert!(r.next_member().unwrap().is_none());
     }
 
     #[test]

@@ -482,8 +482,11 @@ fn hostile_members_are_refused_and_nothing_lands_outside_the_destination() {
     );
 }
 
+/// In a foreign archive (no manifest) a name given twice is resolved as GNU
+/// tar does: the later copy wins, and the report says so (issue 11). A file
+/// never replaces a directory.
 #[test]
-fn members_named_twice_keep_the_first_copy_and_are_refused() {
+fn members_named_twice_the_later_copy_wins_and_is_noted() {
     let t = common::tempdir();
     let mut tar = Vec::new();
     member(&mut tar, b"dup.txt", MemberKind::File, None, b"first\n");
@@ -504,11 +507,19 @@ fn members_named_twice_keep_the_first_copy_and_are_refused() {
     let r = t.path().join("r");
     let v = restore_json(&archive, &r, &[], 1);
     let refused = archive_support::note_paths(&v, "refused");
-    assert_eq!(refused, ["dup.txt", "d"], "{v:#}");
+    assert_eq!(refused, ["d"], "{v:#}");
+    assert_eq!(
+        archive_support::note_paths(&v, "notes"),
+        ["dup.txt"],
+        "{v:#}"
+    );
+    assert!(
+        v["notes"].to_string().contains("later member replaced"),
+        "{v:#}"
+    );
     let notes = v["refused"].to_string();
-    assert!(notes.contains("names it twice"), "{v:#}");
     assert!(notes.contains("a directory is already there"), "{v:#}");
-    assert_eq!(fs::read(r.join("dup.txt")).unwrap(), b"first\n");
+    assert_eq!(fs::read(r.join("dup.txt")).unwrap(), b"second\n");
     assert!(r.join("d").is_dir());
     assert_eq!(fs::read(r.join("ok.txt")).unwrap(), b"fine\n");
     assert!(temp_leftovers(&r).is_empty(), "{:?}", temp_leftovers(&r));

@@ -42,17 +42,24 @@ fn strip_dot_slash(p: &mut Vec<u8>) {
 }
 
 /// The mtime to set: the manifest's nanoseconds when they agree with the
-/// header's seconds, else the header's seconds.
-fn mtime_ns(h: &MemberHeader, expected: Option<&Entry>) -> i64 {
-    let secs = h.mtime.saturating_mul(1_000_000_000);
+/// header's seconds, else the PAX record's nanoseconds, else the header's seconds.
+fn mtime_ns(h: &MemberHeader, pax: Option<i64>, expected: Option<&Entry>) -> i64 {
+    let secs = pax.unwrap_or(h.mtime.saturating_mul(1_000_000_000));
     expected
         .map(|e| e.mtime_ns)
         .filter(|ns| ns.div_euclid(1_000_000_000) == h.mtime)
         .unwrap_or(secs)
 }
 
+fn note(report: &mut RestoreReport, name: &[u8], note: String) {
+    report.notes.push(PathNote {
+        path: String::from_utf8_lossy(name).into_owned(),
+        note,
+    });
+}
+
 pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Found) -> Result<()> {
-    let mut h = found.header;
+    let mut h = found.header.clone();
     // `tar -C dir .` writes `./name` and a `.` member for the directory itself.
     strip_dot_slash(&mut h.path);
     if h.kind == MemberKind::Hardlink
@@ -60,13 +67,27 @@ pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Foun
     {
         strip_dot_slash(l);
     }
-    if h.path == b"." || h.path.is_empty() {
+    if let Some(why) = &found.refused {
+        refuse(&mut ctx.report, &h.path, why.clone());
+        return Ok(());
+    }
+    if h.path.is_empty() {
+        let why = format!(
+            "empty member name (a {:?} member at archive offset {}); not restored",
+            h.kind, found.offset
+        );
+        refuse(&mut ctx.report, b"", why);
+        return Ok(());
+    }
+    if h.path == b"." {
         if h.kind == MemberKind::Dir {
+            let (attrs, _) = super::xattrs::wanted(&found, &mut ctx.names);
             ctx.root_meta = Some(DirMeta {
                 mode: h.mode,
                 uid: h.uid as u32,
                 gid: h.gid as u32,
-                mtime_ns: mtime_ns(&h, None),
+                mtime_ns: mtime_ns(&h, found.mtime_ns, None),
+                xattrs: attrs,
             });
         }
         return Ok(());
@@ -77,6 +98,23 @@ pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Foun
     if let Some(why) = refuse_name(&h.path) {
         refuse(&mut ctx.report, &h.path, why);
         return Ok(());
+    }
+    for n in &found.notes {
+        note(&mut ctx.report, &h.path, n.clone());
+    }
+    if ctx.same_owner {
+        h.uid = ctx
+            .names
+            .uid(found.uname.as_deref())
+            .map_or(h.uid, u64::from);
+        h.gid = ctx
+            .names
+            .gid(found.gname.as_deref())
+            .map_or(h.gid, u64::from);
+    }
+    let (attrs, bad) = super::xattrs::wanted(&found, &mut ctx.names);
+    for n in bad {
+        note(&mut ctx.report, &h.path, n);
     }
     ctx.seen.insert(h.path.clone());
     let expected: Option<&Entry> = match ctx.manifest {
@@ -104,10 +142,15 @@ pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Foun
     if ctx.overwrite {
         sweep_parent(ctx, &comps, depth);
     }
+    let ns = mtime_ns(&h, found.mtime_ns, expected);
+    let replace = replaces_earlier(ctx, &h);
     match h.kind {
-        MemberKind::Dir => make_dir(ctx, &h, depth, name, expected),
-        MemberKind::Symlink => make_symlink(ctx, &h, depth, name, expected),
-        MemberKind::Hardlink => make_hardlink(ctx, &h, name),
+        MemberKind::Dir => make_dir(ctx, &h, depth, name, ns, attrs),
+        MemberKind::Symlink => make_symlink(ctx, &h, depth, name, ns, replace),
+        MemberKind::Hardlink => make_hardlink(ctx, &h, name, replace),
+        MemberKind::Fifo | MemberKind::CharDev | MemberKind::BlockDev => {
+            make_special(ctx, &h, found.rdev, depth, name, ns, replace)
+        }
         MemberKind::File => {
             if expected.is_some_and(|e| e.kind != Kind::File) {
                 refuse(
@@ -117,10 +160,87 @@ pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Foun
                 );
                 return Ok(());
             }
-            write_file(ctx, tar, &h, depth, name, expected)?;
+            let at = Placing {
+                depth,
+                ns,
+                replace,
+                attrs: &attrs,
+            };
+            write_file(ctx, tar, &h, at, name, expected)?;
         }
     }
     Ok(())
+}
+
+/// In a foreign archive (no manifest) a name given twice is resolved as GNU
+/// tar does: the later member replaces what this restore wrote under it, and
+/// it is noted. Never a directory, never anything this restore did not write,
+/// and never a symlink: "symlink, then a file of its name" is the classic
+/// escape attempt, and stays refused as before.
+fn replaces_earlier(ctx: &mut Ctx, h: &MemberHeader) -> bool {
+    if ctx.manifest.is_some() || h.kind == MemberKind::Dir || !ctx.made.contains(&h.path) {
+        return false;
+    }
+    note(
+        &mut ctx.report,
+        &h.path,
+        "named again later in the archive; the later member replaced the earlier one (as GNU tar does)"
+            .into(),
+    );
+    true
+}
+
+/// A FIFO (made by anyone, as GNU tar does) or a device node (only as root:
+/// mknod needs CAP_MKNOD), through the parent's handle.
+fn make_special(
+    ctx: &mut Ctx,
+    h: &MemberHeader,
+    rdev: Option<(u32, u32)>,
+    depth: usize,
+    name: &[u8],
+    ns: i64,
+    replace: bool,
+) {
+    use rustix::fs::FileType;
+    let (kind, what) = match h.kind {
+        MemberKind::Fifo => (FileType::Fifo, "FIFO"),
+        MemberKind::CharDev => (FileType::CharacterDevice, "character device"),
+        _ => (FileType::BlockDevice, "block device"),
+    };
+    if kind != FileType::Fifo && !rustix::process::geteuid().is_root() {
+        let why = format!("{what} not created: only root may make device nodes; skipped");
+        return note(&mut ctx.report, &h.path, why);
+    }
+    let dir = ctx.tree.dir(depth);
+    if !clear_for(
+        &mut ctx.report,
+        ctx.overwrite || replace,
+        dir,
+        name,
+        &h.path,
+    ) {
+        return;
+    }
+    let (major, minor) = rdev.unwrap_or((0, 0));
+    let dev = rustix::fs::makedev(major, minor);
+    // The archived mode exactly, without a chmod by name afterwards: the
+    // umask is lifted for this one call (restore writes on one thread).
+    let old = rustix::process::umask(rustix::fs::Mode::empty());
+    let made = dir.mknod(name, kind, h.mode & 0o7777, dev);
+    rustix::process::umask(old);
+    if let Err(e) = made {
+        return error(
+            &mut ctx.report,
+            &h.path,
+            format!("cannot create {what}: {e}"),
+        );
+    }
+    if ctx.same_owner {
+        let _ = dir.chown_nofollow(name, h.uid as u32, h.gid as u32);
+    }
+    let _ = dir.set_mtime_nofollow(name, ns);
+    ctx.made.insert(h.path.clone());
+    ctx.report.specials += 1;
 }
 
 /// A restore killed by SIGKILL leaves the temporary file of the member it was
@@ -143,7 +263,14 @@ fn sweep_parent(ctx: &mut Ctx, comps: &[&[u8]], depth: usize) {
     }
 }
 
-fn make_dir(ctx: &mut Ctx, h: &MemberHeader, depth: usize, name: &[u8], expected: Option<&Entry>) {
+fn make_dir(
+    ctx: &mut Ctx,
+    h: &MemberHeader,
+    depth: usize,
+    name: &[u8],
+    ns: i64,
+    attrs: Vec<(Vec<u8>, Vec<u8>)>,
+) {
     let dir = ctx.tree.dir(depth);
     let made = match dir.mkdir(name, 0o700) {
         Ok(()) => true,
@@ -174,7 +301,8 @@ fn make_dir(ctx: &mut Ctx, h: &MemberHeader, depth: usize, name: &[u8], expected
             mode: h.mode,
             uid: h.uid as u32,
             gid: h.gid as u32,
-            mtime_ns: mtime_ns(h, expected),
+            mtime_ns: ns,
+            xattrs: attrs,
         },
     );
     ctx.report.dirs += 1;
@@ -211,11 +339,18 @@ fn make_symlink(
     h: &MemberHeader,
     depth: usize,
     name: &[u8],
-    expected: Option<&Entry>,
+    ns: i64,
+    replace: bool,
 ) {
     let target = h.link.clone().unwrap_or_default();
     let dir = ctx.tree.dir(depth);
-    if !clear_for(&mut ctx.report, ctx.overwrite, dir, name, &h.path) {
+    if !clear_for(
+        &mut ctx.report,
+        ctx.overwrite || replace,
+        dir,
+        name,
+        &h.path,
+    ) {
         return;
     }
     if let Err(e) = dir.symlink(&target, name) {
@@ -224,11 +359,11 @@ fn make_symlink(
     if ctx.same_owner {
         let _ = dir.chown_nofollow(name, h.uid as u32, h.gid as u32);
     }
-    let _ = dir.set_mtime_nofollow(name, mtime_ns(h, expected));
+    let _ = dir.set_mtime_nofollow(name, ns);
     ctx.report.symlinks += 1;
 }
 
-fn make_hardlink(ctx: &mut Ctx, h: &MemberHeader, name: &[u8]) {
+fn make_hardlink(ctx: &mut Ctx, h: &MemberHeader, name: &[u8], replace: bool) {
     let target = h.link.clone().unwrap_or_default();
     if let Some(why) = refuse_name(&target) {
         let why = format!(
@@ -237,7 +372,9 @@ fn make_hardlink(ctx: &mut Ctx, h: &MemberHeader, name: &[u8]) {
         );
         return refuse(&mut ctx.report, &h.path, why);
     }
-    if !ctx.restored_files.contains(&target) {
+    // Anything this restore made but a symlink or directory: files, and the
+    // FIFOs and device nodes GNU tar also archives as hard links.
+    if !ctx.made.contains(&target) {
         let why = "hard link to a file this restore did not write".into();
         return refuse(&mut ctx.report, &h.path, why);
     }
@@ -258,12 +395,19 @@ fn make_hardlink(ctx: &mut Ctx, h: &MemberHeader, name: &[u8]) {
         Err(b) => return refuse(&mut ctx.report, &h.path, b.to_string()),
     };
     let dir = ctx.tree.dir(depth);
-    if !clear_for(&mut ctx.report, ctx.overwrite, dir, name, &h.path) {
+    if !clear_for(
+        &mut ctx.report,
+        ctx.overwrite || replace,
+        dir,
+        name,
+        &h.path,
+    ) {
         return;
     }
     if let Err(e) = dir.hard_link(&from, tname, name) {
         return error(&mut ctx.report, &h.path, e.to_string());
     }
+    ctx.made.insert(h.path.clone());
     ctx.report.hardlinks += 1;
 }
 
@@ -347,14 +491,30 @@ fn copy_data<R: Read>(
     Ok((got, write_err))
 }
 
+/// Where and how a file lands: its parent's depth in the tree, its mtime,
+/// whether it may replace an earlier member of the same name, and its
+/// extended attributes.
+struct Placing<'a> {
+    depth: usize,
+    ns: i64,
+    replace: bool,
+    attrs: &'a [(Vec<u8>, Vec<u8>)],
+}
+
 fn write_file<R: Read>(
     ctx: &mut Ctx,
     tar: &mut TarReader<R>,
     h: &MemberHeader,
-    depth: usize,
+    at: Placing,
     name: &[u8],
     expected: Option<&Entry>,
 ) -> Result<()> {
+    let Placing {
+        depth,
+        ns,
+        replace,
+        attrs,
+    } = at;
     let dir = ctx.tree.dir(depth);
     // Without --overwrite the destination started empty, so anything in the
     // way was put there by this archive; the no-replace rename at the end
@@ -405,8 +565,13 @@ fn write_file<R: Read>(
         return Ok(());
     }
     let owner = ctx.same_owner.then_some((h.uid as u32, h.gid as u32));
-    let _ = crate::fsx::set_fd_meta(tmp.file().as_fd(), h.mode, owner, mtime_ns(h, expected));
-    if let Err(why) = commit(&tmp, name, ctx.overwrite) {
+    let _ = crate::fsx::set_fd_meta(tmp.file().as_fd(), h.mode, owner, ns);
+    // After the owner and mode: fchown drops security.capability, and
+    // fchmod rewrites an ACL's mask.
+    for n in super::xattrs::apply(tmp.file(), attrs) {
+        note(&mut ctx.report, &h.path, n);
+    }
+    if let Err(why) = commit(&tmp, name, ctx.overwrite || replace) {
         match why {
             Commit::Refused(why) => refuse(&mut ctx.report, &h.path, why.into()),
             Commit::Failed(e) => error(
@@ -424,7 +589,7 @@ fn write_file<R: Read>(
             .unverified
             .push(String::from_utf8_lossy(&h.path).into_owned());
     }
-    ctx.restored_files.insert(h.path.clone());
+    ctx.made.insert(h.path.clone());
     ctx.report.files += 1;
     ctx.report.bytes += h.size;
     Ok(())

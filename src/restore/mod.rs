@@ -10,9 +10,11 @@
 //! anything.
 
 mod member;
+mod owners;
 pub mod paths;
 mod seekable;
 mod source;
+mod xattrs;
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -55,6 +57,8 @@ pub struct RestoreReport {
     pub dirs: u64,
     pub symlinks: u64,
     pub hardlinks: u64,
+    /// FIFOs and device nodes made (foreign archives only).
+    pub specials: u64,
     pub bytes: u64,
     /// Compressed bytes read from the archive (manifest lookup included).
     pub archive_bytes_read: u64,
@@ -79,6 +83,11 @@ pub struct RestoreReport {
     /// they were re-opened at the end: nothing was written through them, and
     /// their archived mode, owner and time were not applied.
     pub swapped: Vec<PathNote>,
+    /// Members of a foreign archive restored differently from what their
+    /// header says, or not at all, each with what was done (unknown typeflag
+    /// restored as a file, pre-POSIX directory, device skipped when not root,
+    /// name given twice, ...). Informational: the exit code does not change.
+    pub notes: Vec<PathNote>,
 }
 
 impl RestoreReport {
@@ -94,12 +103,14 @@ impl RestoreReport {
 }
 
 /// A directory's archived metadata, applied through its handle at the end.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct DirMeta {
     mode: u32,
     uid: u32,
     gid: u32,
     mtime_ns: i64,
+    /// Extended attributes and ACLs (foreign archives), set after the mode.
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 struct Ctx<'a> {
@@ -109,7 +120,10 @@ struct Ctx<'a> {
     manifest: Option<&'a Manifest>,
     same_owner: bool,
     overwrite: bool,
-    restored_files: HashSet<Vec<u8>>,
+    /// Files, hard links, FIFOs and devices this restore put in place: what a
+    /// later member of the same name may replace (symlinks never are), and
+    /// what a hard link may point to.
+    made: HashSet<Vec<u8>>,
     /// Every member met in the archive (restored or not): the rest of the
     /// manifest is missing.
     seen: HashSet<Vec<u8>>,
@@ -119,6 +133,8 @@ struct Ctx<'a> {
     dirs: HashMap<Vec<u8>, DirMeta>,
     /// A `.` member's metadata, applied to DIR when this restore created it.
     root_meta: Option<DirMeta>,
+    /// Owner names of foreign members, looked up as GNU tar does (as root).
+    names: owners::Names,
     report: RestoreReport,
 }
 
@@ -159,11 +175,12 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
         manifest: manifest.as_ref(),
         same_owner: opts.same_owner && rustix::process::geteuid().is_root(),
         overwrite: opts.overwrite,
-        restored_files: HashSet::new(),
+        made: HashSet::new(),
         seen: HashSet::new(),
         swept: HashSet::new(),
         dirs: HashMap::new(),
         root_meta: None,
+        names: owners::Names::default(),
         report: RestoreReport {
             report: "restore",
             version: 1,
@@ -372,7 +389,14 @@ fn finish_dirs(ctx: &mut Ctx, created: bool) {
             Ok(depth) => {
                 if let Some(m) = ctx.dirs.get(&rel) {
                     let owner = ctx.same_owner.then_some((m.uid, m.gid));
-                    let _ = ctx.tree.dir(depth).set_meta(m.mode, owner, m.mtime_ns);
+                    let d = ctx.tree.dir(depth);
+                    let _ = d.set_meta(m.mode, owner, m.mtime_ns);
+                    for note in xattrs::apply(d, &m.xattrs) {
+                        ctx.report.notes.push(PathNote {
+                            path: String::from_utf8_lossy(&rel).into_owned(),
+                            note,
+                        });
+                    }
                 }
             }
             Err(b) => {
@@ -388,9 +412,10 @@ fn finish_dirs(ctx: &mut Ctx, created: bool) {
         }
     }
     let _ = ctx.tree.reach(&[], false);
-    if created && let Some(m) = ctx.root_meta {
+    if created && let Some(m) = &ctx.root_meta {
         let owner = ctx.same_owner.then_some((m.uid, m.gid));
         let _ = ctx.tree.root().set_meta(m.mode, owner, m.mtime_ns);
+        let _ = xattrs::apply(ctx.tree.root(), &m.xattrs);
     }
 }
 
