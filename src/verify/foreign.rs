@@ -1,0 +1,319 @@
+//! Reading a `.tar.zst` that datamig did not write (`tar --zstd`, `tar | zstd`,
+//! bsdtar, several zstd frames concatenated): no manifest and no index, so
+//! all there is to check is that the zstd stream decodes to its end and the
+//! tar stream inside it is well formed. `list` and `verify` use this when an
+//! archive has neither a sidecar manifest nor datamig's index.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+use zstd::zstd_safe::{DCtx, InBuffer, OutBuffer, get_error_name};
+
+use crate::tarfmt::{Found, TarReader};
+
+const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+
+/// Compressed bytes read from the file at a time (zstd's own recommended
+/// input size is 128 KiB; larger reads mean fewer syscalls).
+const IN_BUF: usize = 1 << 20;
+
+/// Compressed bytes given to the decoder per call (zstd's recommended input
+/// size).
+const STEP: usize = 128 << 10;
+
+/// Decompressed bytes handed to the tar reader at a time: its header and skip
+/// reads are small, and each `decompress_stream` call has a fixed cost.
+const OUT_BUF: usize = 256 << 10;
+
+/// A zstd stream of any number of frames (skippable ones included) decoded
+/// from a file, keeping the compressed offsets a report needs: where the
+/// current frame began and how far decoding got.
+pub struct ZstdStream<R> {
+    inner: R,
+    dctx: DCtx<'static>,
+    inbuf: Vec<u8>,
+    in_pos: usize,
+    in_len: usize,
+    eof: bool,
+    /// Inside a frame whose end has not been decoded yet.
+    mid_frame: bool,
+    failed: bool,
+    /// Compressed bytes consumed by the decoder.
+    pub consumed: u64,
+    /// Compressed offset where the current (or last) frame began.
+    pub frame_start: u64,
+    /// Frames decoded completely (skippable frames included).
+    pub frames: u64,
+}
+
+impl<R: Read> ZstdStream<R> {
+    pub fn new(inner: R) -> Result<Self> {
+        let dctx = DCtx::try_create().ok_or_else(|| anyhow::anyhow!("zstd: out of memory"))?;
+        Ok(ZstdStream {
+            inner,
+            dctx,
+            inbuf: vec![0u8; IN_BUF],
+            in_pos: 0,
+            in_len: 0,
+            eof: false,
+            mid_frame: false,
+            failed: false,
+            consumed: 0,
+            frame_start: 0,
+            frames: 0,
+        })
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        loop {
+            match self.inner.read(&mut self.inbuf) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    (self.in_pos, self.in_len) = (0, n);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn fail(&mut self, kind: io::ErrorKind, msg: String) -> io::Error {
+        self.failed = true;
+        io::Error::new(kind, msg)
+    }
+}
+
+impl<R: Read> Read for ZstdStream<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(io::Error::other("reading stopped at damaged zstd data"));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.in_pos == self.in_len && !self.eof {
+                self.fill()?;
+            }
+            if self.in_pos == self.in_len {
+                if self.mid_frame {
+                    let msg = format!(
+                        "the file ends at byte {} inside the zstd frame that starts at byte {} (truncated archive)",
+                        self.consumed, self.frame_start
+                    );
+                    // Not `UnexpectedEof`: the tar reader would replace this
+                    // message (and its offsets) with its own.
+                    return Err(self.fail(io::ErrorKind::InvalidData, msg));
+                }
+                return Ok(0);
+            }
+            if !self.mid_frame {
+                self.frame_start = self.consumed;
+                self.mid_frame = true;
+            }
+            // At most `STEP` bytes per call: zstd leaves the input position
+            // untouched on an error, so this bounds where the damage is.
+            let end = self.in_len.min(self.in_pos + STEP);
+            let mut input = InBuffer::around(&self.inbuf[self.in_pos..end]);
+            let mut out = OutBuffer::around(&mut *buf);
+            let r = self.dctx.decompress_stream(&mut out, &mut input);
+            let used = input.pos();
+            let produced = out.pos();
+            self.in_pos += used;
+            self.consumed += used as u64;
+            match r {
+                Err(code) => {
+                    let msg = format!(
+                        "the zstd frame that starts at byte {} is damaged (found decoding its compressed bytes {}..{}): {}",
+                        self.frame_start,
+                        self.consumed,
+                        self.consumed + (end - self.in_pos) as u64,
+                        get_error_name(code)
+                    );
+                    return Err(self.fail(io::ErrorKind::InvalidData, msg));
+                }
+                Ok(0) => {
+                    self.mid_frame = false;
+                    self.frames += 1;
+                }
+                Ok(_) => {}
+            }
+            if produced > 0 {
+                return Ok(produced);
+            }
+        }
+    }
+}
+
+/// What walking a foreign archive found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StreamCheck {
+    /// zstd frames decoded completely (skippable frames included).
+    pub frames: u64,
+    /// Compressed bytes decoded (the whole file when `complete`).
+    pub compressed_bytes: u64,
+    /// Bytes of the decompressed tar stream read.
+    pub tar_bytes: u64,
+    pub members: u64,
+    /// Both the zstd stream and the tar stream ended properly.
+    pub complete: bool,
+    /// Non-zero bytes after the tar end-of-archive marker (tar ignores them).
+    pub after_end_bytes: u64,
+    /// Why reading stopped early, with the offsets it stopped at.
+    pub problem: Option<String>,
+}
+
+/// Whether the file starts like a zstd stream (a data or skippable frame).
+pub fn is_zstd(path: &Path) -> Result<bool> {
+    let mut f = crate::fsx::open_path(path)?;
+    let mut magic = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match f.read(&mut magic[got..])? {
+            0 => return Ok(false),
+            n => got += n,
+        }
+    }
+    let m = u32::from_le_bytes(magic);
+    Ok(m == ZSTD_MAGIC || m & 0xFFFF_FFF0 == 0x184D_2A50)
+}
+
+/// Decode `file` to its end, reading every tar header (data is skipped) and
+/// handing each member to `each`. Errors only when the file cannot be read at
+/// all; damage is in `StreamCheck::problem`.
+pub fn walk(file: File, mut each: impl FnMut(&Found)) -> Result<StreamCheck> {
+    let z = ZstdStream::new(file)?;
+    let mut tar = TarReader::new(BufReader::with_capacity(OUT_BUF, z));
+    let mut check = StreamCheck::default();
+    let mut last: Option<String> = None;
+    let stopped = loop {
+        match tar.next_member() {
+            Ok(Some(found)) => {
+                check.members += 1;
+                last = Some(String::from_utf8_lossy(&found.header.path).into_owned());
+                each(&found);
+            }
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    check.tar_bytes = tar.position();
+    let mut rest = tar.into_inner();
+    // After the end-of-archive marker: tar pads to its record size, and the
+    // zstd stream must still end where the file ends.
+    let stopped = stopped.or_else(|| match count_nonzero(&mut rest) {
+        Ok(n) => {
+            check.after_end_bytes = n;
+            None
+        }
+        Err(e) => Some(e.into()),
+    });
+    let z = rest.into_inner();
+    check.frames = z.frames;
+    check.compressed_bytes = z.consumed;
+    match stopped {
+        None => check.complete = true,
+        Some(e) => {
+            check.problem = Some(format!(
+                "{e:#} (decoded tar stream offset {}, compressed byte {}); last intact member: {}",
+                check.tar_bytes,
+                z.consumed,
+                last.as_deref().unwrap_or("(none)")
+            ))
+        }
+    }
+    Ok(check)
+}
+
+fn count_nonzero(r: &mut impl Read) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut n = 0u64;
+    loop {
+        let k = r.read(&mut buf)?;
+        if k == 0 {
+            return Ok(n);
+        }
+        n += buf[..k].iter().filter(|&&b| b != 0).count() as u64;
+    }
+}
+
+/// Open `archive` and walk it, refusing what is not a zstd stream at all.
+pub fn walk_path(archive: &Path, each: impl FnMut(&Found)) -> Result<StreamCheck> {
+    if !is_zstd(archive)? {
+        bail!(
+            "{} is not a zstd stream (empty, or not a .tar.zst)",
+            archive.display()
+        );
+    }
+    walk(crate::fsx::open_path(archive)?, each)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tarfmt::{END_OF_ARCHIVE, MemberHeader, MemberKind, encode_header, padding};
+
+    fn tar_of(names: &[&str]) -> Vec<u8> {
+        let mut t = Vec::new();
+        for n in names {
+            let h = MemberHeader {
+                path: n.as_bytes().to_vec(),
+                kind: MemberKind::File,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                size: 3,
+                link: None,
+                sparse: None,
+            };
+            t.extend(encode_header(&h));
+            t.extend(b"abc");
+            t.extend(vec![0u8; padding(3)]);
+        }
+        t.extend(END_OF_ARCHIVE);
+        t
+    }
+
+    fn walk_bytes(z: &[u8]) -> StreamCheck {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.tar.zst");
+        std::fs::write(&p, z).unwrap();
+        walk(File::open(&p).unwrap(), |_| {}).unwrap()
+    }
+
+    /// Several frames, a skippable frame between them: one stream.
+    #[test]
+    fn multi_frame_stream_is_read_to_its_end() {
+        let t = tar_of(&["a", "b", "c"]);
+        let mut z = zstd::encode_all(&t[..700], 3).unwrap();
+        z.extend([0x50, 0x2a, 0x4d, 0x18, 2, 0, 0, 0, 7, 7]);
+        z.extend(zstd::encode_all(&t[700..], 3).unwrap());
+        let c = walk_bytes(&z);
+        assert!(c.complete, "{c:?}");
+        assert_eq!((c.members, c.frames), (3, 3), "{c:?}");
+        assert_eq!(c.compressed_bytes, z.len() as u64);
+    }
+
+    /// Cut inside a frame: the problem names where the file ends.
+    #[test]
+    fn truncated_stream_names_the_byte_offset() {
+        let t = tar_of(&["a", "b", "c"]);
+        let z = zstd::encode_all(&t[..], 3).unwrap();
+        let cut = &z[..z.len() - 3];
+        let c = walk_bytes(cut);
+        assert!(!c.complete);
+        let p = c.problem.unwrap();
+        assert!(
+            p.contains(&format!("ends at byte {}", cut.len())) && p.contains("truncated"),
+            "{p}"
+        );
+    }
+}
