@@ -7,6 +7,8 @@
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use anyhow::{Result, bail};
 use serde::Serialize;
@@ -47,6 +49,8 @@ pub struct ZstdStream<R> {
     pub frame_start: u64,
     /// Frames decoded completely (skippable frames included).
     pub frames: u64,
+    /// Bytes read from `inner` (ahead of `consumed` by what is buffered).
+    pub read_bytes: u64,
 }
 
 impl<R: Read> ZstdStream<R> {
@@ -64,6 +68,7 @@ impl<R: Read> ZstdStream<R> {
             consumed: 0,
             frame_start: 0,
             frames: 0,
+            read_bytes: 0,
         })
     }
 
@@ -76,6 +81,7 @@ impl<R: Read> ZstdStream<R> {
                 }
                 Ok(n) => {
                     (self.in_pos, self.in_len) = (0, n);
+                    self.read_bytes += n as u64;
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -148,6 +154,138 @@ impl<R: Read> Read for ZstdStream<R> {
             if produced > 0 {
                 return Ok(produced);
             }
+        }
+    }
+}
+
+/// Decoded bytes per hand-over between the threads of `Decoded`.
+const CHUNK: usize = 1 << 20;
+
+/// Chunks in flight: with the one being read and the one being decoded, at
+/// most four chunk buffers exist at once.
+const AHEAD: usize = 2;
+
+enum Chunk {
+    Data(Vec<u8>, u64),
+    End(u64),
+    Failed(io::Error, u64),
+}
+
+/// A `ZstdStream` decoded on a second thread, a few MiB ahead of the reader,
+/// as `tar --zstd` runs `zstd -d` in a child process: a whole-archive restore
+/// of a foreign single-frame archive then decodes while it writes files,
+/// as datamig's own frames do (`frames::Prefetched`).
+pub struct Decoded {
+    rx: Receiver<Chunk>,
+    /// Buffers handed back to the decoder for reuse.
+    back: SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    at: usize,
+    ended: bool,
+    failed: bool,
+    /// Bytes read from the archive file so far.
+    pub read_bytes: u64,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Decoded {
+    pub fn new(file: File) -> Result<Decoded> {
+        let mut z = ZstdStream::new(file)?;
+        let (tx, rx) = sync_channel::<Chunk>(AHEAD);
+        let (back, spare) = sync_channel::<Vec<u8>>(AHEAD + 2);
+        let worker = std::thread::Builder::new()
+            .name("datamig-zstd".into())
+            .spawn(move || {
+                loop {
+                    let mut buf = spare.try_recv().unwrap_or_default();
+                    buf.resize(CHUNK, 0);
+                    let (n, err) = fill_chunk(&mut z, &mut buf);
+                    buf.truncate(n);
+                    let at = z.read_bytes;
+                    if n > 0 && tx.send(Chunk::Data(buf, at)).is_err() {
+                        return; // the reader stopped early
+                    }
+                    let last = match err {
+                        Some(e) => Chunk::Failed(e, at),
+                        None if n < CHUNK => Chunk::End(at),
+                        None => continue,
+                    };
+                    let _ = tx.send(last);
+                    return;
+                }
+            })?;
+        Ok(Decoded {
+            rx,
+            back,
+            cur: Vec::new(),
+            at: 0,
+            ended: false,
+            failed: false,
+            read_bytes: 0,
+            worker: Some(worker),
+        })
+    }
+}
+
+/// Fill `buf` from `z`: the bytes placed, and the error that stopped it.
+fn fill_chunk(z: &mut impl Read, buf: &mut [u8]) -> (usize, Option<io::Error>) {
+    let mut n = 0;
+    while n < buf.len() {
+        match z.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (n, Some(e)),
+        }
+    }
+    (n, None)
+}
+
+impl Read for Decoded {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.cur.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            if self.failed {
+                return Err(io::Error::other("reading stopped at damaged zstd data"));
+            }
+            match self.rx.recv() {
+                Ok(Chunk::Data(data, n)) => {
+                    let used = std::mem::replace(&mut self.cur, data);
+                    let _ = self.back.try_send(used);
+                    self.at = 0;
+                    self.read_bytes = n;
+                }
+                Ok(Chunk::End(n)) => {
+                    self.read_bytes = n;
+                    self.ended = true;
+                }
+                Ok(Chunk::Failed(e, n)) => {
+                    self.read_bytes = n;
+                    self.failed = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.failed = true;
+                    return Err(io::Error::other("the decoding thread stopped"));
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.at);
+        buf[..n].copy_from_slice(&self.cur[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl Drop for Decoded {
+    fn drop(&mut self) {
+        // Unblock a decoder waiting to send, then wait for it.
+        let (_, dead) = sync_channel(0);
+        drop(std::mem::replace(&mut self.rx, dead));
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
         }
     }
 }
@@ -300,6 +438,35 @@ mod tests {
         assert!(c.complete, "{c:?}");
         assert_eq!((c.members, c.frames), (3, 3), "{c:?}");
         assert_eq!(c.compressed_bytes, z.len() as u64);
+    }
+
+    /// Through the second thread: the same bytes (over several chunks), and
+    /// a cut surfaces as the same error after the bytes before it.
+    #[test]
+    fn decoded_on_a_thread_matches_and_reports_the_cut() {
+        let data: Vec<u8> = (0..(CHUNK * 5 + 777) as u32)
+            .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[3] & 0x0f)
+            .collect();
+        let z = zstd::encode_all(&data[..], 3).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.zst");
+        std::fs::write(&p, &z).unwrap();
+        let mut got = Vec::new();
+        let mut d = Decoded::new(File::open(&p).unwrap()).unwrap();
+        d.read_to_end(&mut got).unwrap();
+        assert!(got == data, "decoded bytes differ");
+        assert_eq!(d.read_bytes, z.len() as u64);
+
+        std::fs::write(&p, &z[..z.len() / 2]).unwrap();
+        let mut d = Decoded::new(File::open(&p).unwrap()).unwrap();
+        let mut got = Vec::new();
+        let e = d.read_to_end(&mut got).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+        assert!(!got.is_empty() && data.starts_with(&got));
+        assert!(
+            d.read(&mut [0u8; 8]).is_err(),
+            "reads after damage must fail"
+        );
     }
 
     /// Cut inside a frame: the problem names where the file ends.
