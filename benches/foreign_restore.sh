@@ -10,6 +10,7 @@
 # Usage: benches/foreign_restore.sh [BENCH_DIR]
 #   ROUNDS   counted rounds (default 7)
 #   OUT      extraction directory (default /dev/shm/datamig-bench-foreign)
+#   BEFORE   an earlier datamig binary to run interleaved too (before/after)
 #   WORK     where the archive and the binary copy go (default BENCH_DIR/work/foreign)
 # Needs: python3, GNU tar, bsdtar, zstd. Reuses BENCH_DIR/small (made by
 # make_trees.sh when missing) read-only; the archive goes to
@@ -54,6 +55,12 @@ cmd[datamig]="'$bin' restore '$a' --to '$out' -q >/dev/null; ((\$? <= 1))"
 cmd[bsdtar-sync]="bsdtar -xf '$a' -C '$out' && sync -f '$out'"
 cmd[tar-zstd-sync]="tar --zstd -xf '$a' -C '$out' && sync -f '$out'"
 order=(datamig bsdtar-sync tar-zstd-sync)
+if [[ -n "${BEFORE:-}" ]]; then
+    # An earlier build, interleaved too, for a before/after of one change.
+    cp "$BEFORE" "$work/datamig-before.new" && mv "$work/datamig-before.new" "$work/datamig-before"
+    cmd[datamig-before]="'$work/datamig-before' restore '$a' --to '$out' -q >/dev/null; ((\$? <= 1))"
+    order+=(datamig-before)
+fi
 
 times="$work/times.tsv"
 : >"$times"
@@ -81,12 +88,14 @@ for line in open(times):
 med = {k: statistics.median(v) for k, v in runs.items()}
 n = len(runs["datamig"])
 print(f"\nMedians of {n} interleaved rounds (s), foreign single-frame .tar.zst of the small tree, datamig {rev}, {cores} cores, load {load}")
-for k in ("datamig", "bsdtar-sync", "tar-zstd-sync"):
+for k in sorted(med):
     print(f"  {k:<14} {med[k]:7.3f}  (min {min(runs[k]):.3f}, max {max(runs[k]):.3f})")
 r_bsd = med["datamig"] / med["bsdtar-sync"]
 r_tar = med["datamig"] / med["tar-zstd-sync"]
 print(f"  datamig/(bsdtar+sync) {r_bsd:.2f} (goal <= 1.10: {'ok' if r_bsd <= 1.10 else 'MISSED'})")
 print(f"  datamig/(tar+sync)    {r_tar:.2f}")
+if "datamig-before" in med:
+    print(f"  datamig/datamig-before {med['datamig'] / med['datamig-before']:.2f}")
 with open(dest, "w") as f:
     json.dump({"date": datetime.datetime.now().isoformat(timespec="seconds"), "datamig": rev,
                "cores": cores, "loadavg_end": load, "runs_s": runs, "median_s": med,

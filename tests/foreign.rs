@@ -309,3 +309,54 @@ fn finding_11_3_verify_of_corrupted_foreign_archive_names_the_damage() {
     );
     assert!(p.contains("last intact member: src/"), "{p}");
 }
+
+fn restore_json(a: &Path, to: &Path) -> (i32, serde_json::Value) {
+    let (c, out, err) = common::datamig([
+        OsStr::new("restore"),
+        a.as_os_str(),
+        OsStr::new("--to"),
+        to.as_os_str(),
+        OsStr::new("--json"),
+    ]);
+    let v = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}: {err}"));
+    (c, v)
+}
+
+/// Item 4: a foreign single-frame archive is decoded on a second thread
+/// (`verify::foreign::Decoded`): every byte comes back, the whole file is
+/// read once, and a cut is reported with the byte where the file ends.
+#[test]
+fn finding_11_4_foreign_single_frame_restore_reads_once_and_names_a_cut() {
+    let t = common::tempdir();
+    tree(t.path());
+    let a = gnu_archive(t.path(), t.path());
+    let to = t.path().join("r");
+    let (c, v) = restore_json(&a, &to);
+    // No manifest: every file is "unverified" (exit 1), none is an error.
+    assert_eq!(c, 1, "{v:#}");
+    assert_eq!(v["errors"].as_array().map(Vec::len), Some(0), "{v:#}");
+    assert_eq!(
+        v["archive_bytes_read"],
+        fs::metadata(&a).unwrap().len(),
+        "{v:#}"
+    );
+    for i in 0..24 {
+        let rel = format!("src/sub/f{i:02}.bin");
+        assert!(
+            fs::read(t.path().join(&rel)).unwrap() == fs::read(to.join(&rel)).unwrap(),
+            "{rel} differs"
+        );
+    }
+
+    let bytes = fs::read(&a).unwrap();
+    let n = bytes.len() * 6 / 10;
+    let cut = t.path().join("cut.tar.zst");
+    fs::write(&cut, &bytes[..n]).unwrap();
+    let (c, v) = restore_json(&cut, &t.path().join("r2"));
+    assert_eq!(c, 1, "{v:#}");
+    let errs = v["errors"].to_string();
+    assert!(
+        errs.contains(&format!("ends at byte {n}")) && errs.contains("truncated"),
+        "{v:#}"
+    );
+}

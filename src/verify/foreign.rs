@@ -90,9 +90,11 @@ impl<R: Read> ZstdStream<R> {
         }
     }
 
-    fn fail(&mut self, kind: io::ErrorKind, msg: String) -> io::Error {
+    /// Not `UnexpectedEof` even for a cut: the tar reader would replace the
+    /// message (and its offsets) with its own.
+    fn fail(&mut self, msg: String) -> io::Error {
         self.failed = true;
-        io::Error::new(kind, msg)
+        io::Error::new(io::ErrorKind::InvalidData, msg)
     }
 }
 
@@ -114,9 +116,7 @@ impl<R: Read> Read for ZstdStream<R> {
                         "the file ends at byte {} inside the zstd frame that starts at byte {} (truncated archive)",
                         self.consumed, self.frame_start
                     );
-                    // Not `UnexpectedEof`: the tar reader would replace this
-                    // message (and its offsets) with its own.
-                    return Err(self.fail(io::ErrorKind::InvalidData, msg));
+                    return Err(self.fail(msg));
                 }
                 return Ok(0);
             }
@@ -143,7 +143,7 @@ impl<R: Read> Read for ZstdStream<R> {
                         self.consumed + (end - self.in_pos) as u64,
                         get_error_name(code)
                     );
-                    return Err(self.fail(io::ErrorKind::InvalidData, msg));
+                    return Err(self.fail(msg));
                 }
                 Ok(0) => {
                     self.mid_frame = false;
