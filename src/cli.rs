@@ -350,7 +350,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let mut out = std::io::BufWriter::new(&mut stdout);
             emit(&mut out, g.json, &r, render::members)?;
             out.flush().context("cannot write to stdout")?;
-            Ok(Outcome::Clean)
+            Ok(if r.clean() {
+                Outcome::Clean
+            } else {
+                Outcome::Problems
+            })
         }
         Command::Archive(a) => {
             let opts = commands::archive::ArchiveOptions {

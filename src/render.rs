@@ -303,6 +303,23 @@ pub fn verify_archive(
         list(w, "Damaged frames", &m.damaged_frames, |s| s.clone())?;
         list(w, "Stream", &m.stream, |s| s.clone())?;
     }
+    if let Some(c) = &r.foreign {
+        writeln!(
+            w,
+            "  no manifest        the stream {}: {} members, {} zstd frame(s), {} compressed bytes",
+            if c.complete {
+                "decodes end to end"
+            } else {
+                "does NOT decode end to end"
+            },
+            c.members,
+            c.frames,
+            c.compressed_bytes
+        )?;
+        if let Some(p) = &c.problem {
+            writeln!(w, "  stream             {p}")?;
+        }
+    }
     list(
         w,
         "Not captured cleanly (recorded in the manifest)",
@@ -459,6 +476,9 @@ pub fn restore(w: &mut dyn Write, r: &crate::restore::RestoreReport) -> io::Resu
 }
 
 pub fn members(w: &mut dyn Write, r: &crate::commands::list::ListReport) -> io::Result<()> {
+    if let Some(note) = &r.note {
+        writeln!(w, "# {}: {note}", r.archive)?;
+    }
     for m in &r.members {
         let link = m
             .target
@@ -467,8 +487,9 @@ pub fn members(w: &mut dyn Write, r: &crate::commands::list::ListReport) -> io::
             .unwrap_or_default();
         writeln!(
             w,
-            "{:<8} {:>12} {} {:<64} {}{link}",
+            "{:<8} {} {:>12} {} {:<64} {}{link}",
             m.kind,
+            m.mode,
             m.size,
             m.mtime,
             m.sha256.as_deref().unwrap_or("-"),
@@ -481,6 +502,16 @@ pub fn members(w: &mut dyn Write, r: &crate::commands::list::ListReport) -> io::
             "({} entries recorded in the manifest were not archived)",
             r.not_archived
         )?;
+    }
+    if let Some(s) = &r.stream {
+        match &s.problem {
+            None => writeln!(
+                w,
+                "# the stream decodes end to end: {} members, {} zstd frame(s), {} compressed bytes",
+                s.members, s.frames, s.compressed_bytes
+            )?,
+            Some(p) => writeln!(w, "# INCOMPLETE after {} members: {p} (exit 1)", s.members)?,
+        }
     }
     Ok(())
 }

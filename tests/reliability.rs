@@ -749,10 +749,21 @@ fn zero_frame_random_empty_and_truncated_archives_are_refused_by_verify_list_and
         } else {
             assert!(all.contains("truncated"), "{all}");
         }
-        // list: no sidecar, no index → 2.
-        let (c, _, err) = datamig([OsStr::new("list"), p.as_os_str()]);
-        assert_eq!(c, 2, "list {name}: {err}");
-        assert!(err.contains(name) && err.contains("no index"), "{err}");
+        // list: no sidecar, no index → listed from the tar headers (issue
+        // 11): the truncated one up to its cut (exit 1, the cut named); the
+        // others are not a tar.zst at all, or hold no header → 2.
+        let (c, out, err) = datamig([OsStr::new("list"), p.as_os_str()]);
+        if *name == "truncated.tar.zst" {
+            let text = String::from_utf8_lossy(&out);
+            assert_eq!(c, 1, "list {name}: {err}\n{text}");
+            assert!(
+                text.contains("ends at byte 1000") && text.contains("truncated"),
+                "{text}"
+            );
+        } else {
+            assert_eq!(c, 2, "list {name}: {err}");
+            assert!(err.contains(name) && err.contains("no index"), "{err}");
+        }
         let r = t.path().join(format!("r-{name}"));
         let (c, v, err) = restore_json(&p, &r);
         if *name != "truncated.tar.zst" {

@@ -1,8 +1,10 @@
 //! `datamig list ARCHIVE`: the members, from the sidecar manifest or, without
 //! it, from the manifest inside the archive found through the tail index —
-//! never by decompressing the whole archive.
+//! never by decompressing the whole archive. An archive with neither (one
+//! that `tar --zstd` or bsdtar wrote, or a datamig archive that lost its
+//! tail) is listed from its tar headers, decoding the whole stream.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -11,6 +13,8 @@ use crate::archive::{MANIFEST_SIDECAR, sidecar};
 use crate::frames::read_index;
 use crate::manifest::Manifest;
 use crate::summary::rfc3339_ns;
+use crate::tarfmt::MemberHeader;
+use crate::verify::foreign::{StreamCheck, walk_path};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Member {
@@ -22,6 +26,10 @@ pub struct Member {
     pub sha256: Option<String>,
     pub target: Option<String>,
     pub problem: Option<String>,
+    /// Permission bits, in octal.
+    pub mode: String,
+    pub uid: u64,
+    pub gid: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -29,12 +37,25 @@ pub struct ListReport {
     pub report: &'static str,
     pub version: u32,
     pub archive: String,
-    /// "sidecar" or "embedded".
+    /// "sidecar", "embedded", or "none" (listed from the tar headers).
     pub manifest: &'static str,
     pub members: Vec<Member>,
     /// Entries recorded but not in the archive (special files, unreadable).
     pub not_archived: u64,
+    /// How the members were found when there is no manifest.
+    pub note: Option<String>,
+    /// Without a manifest: what decoding the whole stream found (a
+    /// `problem` there means the list is incomplete: exit 1).
+    pub stream: Option<StreamCheck>,
 }
+
+impl ListReport {
+    pub fn clean(&self) -> bool {
+        self.stream.as_ref().is_none_or(|s| s.problem.is_none())
+    }
+}
+
+pub const NO_MANIFEST: &str = "no manifest: listed from the tar headers";
 
 pub fn run(archive: &PathBuf) -> Result<ListReport> {
     crate::atomic::refuse_temp_name(archive)?;
@@ -47,11 +68,7 @@ pub fn run(archive: &PathBuf) -> Result<ListReport> {
     } else {
         let mut f = std::fs::File::open(archive)?;
         let Some(ix) = read_index(&mut f)? else {
-            bail!(
-                "{} has no sidecar manifest and no index at its end (truncated, or not made by datamig); \
-                 `datamig verify` names the last intact member",
-                archive.display()
-            );
+            return from_headers(archive);
         };
         let bytes = crate::verify::archive::read_embedded(
             archive,
@@ -80,6 +97,9 @@ pub fn run(archive: &PathBuf) -> Result<ListReport> {
                 .as_ref()
                 .map(|t| String::from_utf8_lossy(t).into_owned()),
             problem: e.problem.clone(),
+            mode: format!("{:04o}", e.mode),
+            uid: e.uid as u64,
+            gid: e.gid as u64,
         })
         .collect();
     Ok(ListReport {
@@ -89,5 +109,53 @@ pub fn run(archive: &PathBuf) -> Result<ListReport> {
         manifest: source,
         members,
         not_archived,
+        note: None,
+        stream: None,
     })
+}
+
+/// No manifest anywhere: decode the whole stream and list what each tar
+/// header says. A stream that breaks off still lists what came before it
+/// (exit 1); one where not a single header could be read cannot be listed.
+fn from_headers(archive: &Path) -> Result<ListReport> {
+    let mut members = Vec::new();
+    let check = walk_path(archive, |f| members.push(member_of(&f.header)))
+        .with_context(|| no_manifest(archive))?;
+    if let (true, Some(p)) = (members.is_empty(), &check.problem) {
+        bail!("{}; nothing could be listed: {p}", no_manifest(archive));
+    }
+    Ok(ListReport {
+        report: "list",
+        version: 1,
+        archive: archive.display().to_string(),
+        manifest: "none",
+        members,
+        not_archived: 0,
+        note: Some(NO_MANIFEST.into()),
+        stream: Some(check),
+    })
+}
+
+fn no_manifest(archive: &Path) -> String {
+    format!(
+        "{} has no sidecar manifest and no index at its end (not made by datamig, or truncated)",
+        archive.display()
+    )
+}
+
+fn member_of(h: &MemberHeader) -> Member {
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Member {
+        path: lossy(&h.path),
+        // The tar reader's kinds, named as the manifest names them.
+        kind: format!("{:?}", h.kind).to_lowercase(),
+        size: h.size,
+        mtime: rfc3339_ns(h.mtime.saturating_mul(1_000_000_000)),
+        sha256: None,
+        target: h.link.as_deref().map(lossy),
+        problem: None,
+        mode: format!("{:04o}", h.mode),
+        uid: h.uid,
+        gid: h.gid,
+    }
 }

@@ -1,7 +1,7 @@
 //! Where a whole-archive restore reads its tar stream from.
 
 use std::fs;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 
 use anyhow::Result;
@@ -12,8 +12,9 @@ pub enum TarSource {
     /// datamig's independent frames, decoded ahead on a second thread.
     Frames(Prefetched),
     /// Any other zstd stream (`tar --zstd`, `zstd` on a tar file: one frame of
-    /// any size), decoded as one stream.
-    Stream(Box<zstd::stream::read::Decoder<'static, BufReader<Counted>>>),
+    /// any size), decoded as one stream on a second thread (issue 11: a
+    /// foreign single-frame restore decoded and wrote on one thread).
+    Stream(crate::verify::foreign::Decoded),
 }
 
 impl TarSource {
@@ -32,16 +33,16 @@ impl TarSource {
             return Ok(TarSource::Frames(Prefetched::new(file, len, 0)?));
         }
         file.seek(SeekFrom::Start(0))?;
-        let counted = Counted { file, n: 0 };
-        let d = zstd::stream::read::Decoder::new(counted)?;
-        Ok(TarSource::Stream(Box::new(d)))
+        Ok(TarSource::Stream(crate::verify::foreign::Decoded::new(
+            file,
+        )?))
     }
 
     /// Bytes read from the archive file so far.
     pub fn read_bytes(&self) -> u64 {
         match self {
             TarSource::Frames(p) => p.read_bytes,
-            TarSource::Stream(d) => d.get_ref().get_ref().n,
+            TarSource::Stream(d) => d.read_bytes,
         }
     }
 }
@@ -52,18 +53,5 @@ impl Read for TarSource {
             TarSource::Frames(p) => p.read(buf),
             TarSource::Stream(d) => d.read(buf),
         }
-    }
-}
-
-pub struct Counted {
-    file: fs::File,
-    n: u64,
-}
-
-impl Read for Counted {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let k = self.file.read(buf)?;
-        self.n += k as u64;
-        Ok(k)
     }
 }

@@ -16,6 +16,7 @@ use crate::frames::{FrameReader, read_index};
 use crate::manifest::Manifest;
 use crate::progress::Progress;
 use crate::tarfmt::TarReader;
+use crate::verify::foreign::StreamCheck;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ArchiveVerifyReport {
@@ -39,6 +40,9 @@ pub struct ArchiveVerifyReport {
     pub flagged: Vec<FlaggedEntry>,
     /// Every discrepancy in one list, for monitoring.
     pub discrepancies: Vec<String>,
+    /// An archive with no manifest at all (not made by datamig): what
+    /// decoding the whole stream found. `None` when there was a manifest.
+    pub foreign: Option<StreamCheck>,
 }
 
 /// One manifest entry that carries a problem.
@@ -97,6 +101,11 @@ pub fn verify_archive(
     }
     let mut disc = Vec::new();
     let index = read_index(&mut f).ok().flatten();
+    let side_path = sidecar(archive, MANIFEST_SIDECAR);
+    if index.is_none() && !side_path.exists() {
+        drop(f);
+        return verify_foreign(archive, quick, progress);
+    }
     if let Some(why) = crate::frames::seek_table::table_problem(&mut f) {
         disc.push(format!("seek table: {why}"));
     }
@@ -122,7 +131,6 @@ pub fn verify_archive(
         }
     };
 
-    let side_path = sidecar(archive, MANIFEST_SIDECAR);
     // Streamed and hashed, never read whole: a damaged sidecar may be huge.
     let side: Option<Result<([u8; 32], Manifest)>> = side_path.exists().then(|| {
         let f = File::open(&side_path)
@@ -248,6 +256,92 @@ pub fn verify_archive(
         members,
         flagged,
         discrepancies: disc,
+        foreign: None,
+    })
+}
+
+/// No sidecar manifest and no datamig index: nothing to check the content
+/// against, so the archive can never be verified complete (exit 1, as the
+/// README's verify section says). What can be checked is that the zstd
+/// stream decodes to its end and the tar stream in it is well formed.
+fn verify_foreign(
+    archive: &Path,
+    quick: bool,
+    progress: &dyn Progress,
+) -> Result<ArchiveVerifyReport> {
+    progress.phase("decoding (no manifest)", None);
+    // The whole-file hash runs beside the decode, as for datamig archives.
+    let owned = archive.to_path_buf();
+    let hasher = std::thread::spawn(move || hash_file(&owned));
+    let check = if quick {
+        None
+    } else {
+        Some(super::foreign::walk_path(archive, |_| {
+            progress.advance(1, 0)
+        })?)
+    };
+    let archive_sha256 = hasher
+        .join()
+        .map_err(|_| anyhow::anyhow!("hashing thread panicked"))??;
+    progress.finish();
+    let why = format!(
+        "no manifest: no sidecar {} and no datamig index at the end of the archive (not made by datamig, or truncated), so its content cannot be checked against anything",
+        sidecar(archive, MANIFEST_SIDECAR).display()
+    );
+    let mut disc = Vec::new();
+    match &check {
+        None => disc.push(format!("{why}; --quick: the stream was not decoded")),
+        Some(c) => match &c.problem {
+            None => disc.push(format!(
+                "{why}; the stream decodes end to end, {} members ({} zstd frame(s), tar end-of-archive marker present)",
+                c.members, c.frames
+            )),
+            Some(p) => {
+                disc.push(why);
+                disc.push(format!(
+                    "the stream does not decode end to end: {p} ({} members read before that)",
+                    c.members
+                ));
+            }
+        },
+    }
+    let sha_path = sidecar(archive, SHA_SIDECAR);
+    // A foreign archive rarely has a `.sha256`: its absence is no extra
+    // discrepancy, a mismatch is.
+    let sidecar_sha256 = match std::fs::read(&sha_path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "absent".to_string(),
+        Err(e) => {
+            disc.push(format!("cannot read {}: {e}", sha_path.display()));
+            format!("unreadable: {e}")
+        }
+        Ok(text)
+            if String::from_utf8_lossy(&text).split_whitespace().next()
+                == Some(&archive_sha256) =>
+        {
+            "ok".to_string()
+        }
+        Ok(_) => {
+            disc.push(format!(
+                "archive SHA-256 {archive_sha256} does not match {}",
+                sha_path.display()
+            ));
+            "mismatch".to_string()
+        }
+    };
+    Ok(ArchiveVerifyReport {
+        report: "verify-archive",
+        version: 1,
+        archive: archive.display().to_string(),
+        quick,
+        checked_against: "none",
+        embedded_manifest: "absent: no datamig index at the end of the archive".into(),
+        sidecar_manifest: "absent".into(),
+        sidecar_sha256,
+        archive_sha256,
+        members: None,
+        flagged: Vec::new(),
+        discrepancies: disc,
+        foreign: check,
     })
 }
 

@@ -2,5 +2,6 @@
 //! intact, what changed since a manifest, did every legacy file migrate.
 
 pub mod archive;
+pub mod foreign;
 pub mod migration;
 pub mod tree;
