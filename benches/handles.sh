@@ -6,11 +6,16 @@
 # them alike; the summary quotes medians.
 # Usage: BEFORE=/path/to/old/datamig benches/handles.sh [BENCH_DIR]
 #   ROUNDS   rounds of interleaved runs (default 7; one extra warm-up round)
+#   AFTER    benchmark this binary as "after" instead of this checkout's build
 set -euo pipefail
 export TREES=small
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 before="${BEFORE:?set BEFORE to the datamig binary built before the change}"
+if [[ -n "${AFTER:-}" ]]; then
+    cp "$AFTER" "$bin.new" && mv "$bin.new" "$bin"
+    build_rev="$("$bin" --version) from $AFTER"
+fi
 [[ -x "$before" ]] || { echo "BEFORE=$before is not executable" >&2; exit 2; }
 for tool in zstd tar sha256sum; do
     command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 2; }
