@@ -1151,7 +1151,10 @@ mod tests {
             rdev: Some((1, 3)),
             pax: vec![
                 (b"SCHILY.xattr.user.k".to_vec(), b"v\n=\0\xff".to_vec()),
-                (b"SCHILY.acl.access".to_vec(), b"user::rw-\nuser:7:r--\n".to_vec()),
+                (
+                    b"SCHILY.acl.access".to_vec(),
+                    b"user::rw-\nuser:7:r--\n".to_vec(),
+                ),
                 // A record whose length gains a digit with its own length.
                 (b"SCHILY.xattr.user.l".to_vec(), vec![b'x'; 76]),
             ],
@@ -1169,7 +1172,10 @@ mod tests {
                 (b"user.l".to_vec(), vec![b'x'; 76]),
             ]
         );
-        assert_eq!(f.acl_access.as_deref(), Some(&b"user::rw-\nuser:7:r--\n"[..]));
+        assert_eq!(
+            f.acl_access.as_deref(),
+            Some(&b"user::rw-\nuser:7:r--\n"[..])
+        );
         assert!(r.next_member().unwrap().is_none());
     }
 

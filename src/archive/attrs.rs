@@ -30,7 +30,9 @@ pub fn pax_records(fd: impl AsFd) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     let mut acls = Vec::new();
     for name in list(fd) {
-        let Some(value) = get(fd, &name) else { continue };
+        let Some(value) = get(fd, &name) else {
+            continue;
+        };
         let key = match name.as_slice() {
             ACL_ACCESS => &b"SCHILY.acl.access"[..],
             ACL_DEFAULT => &b"SCHILY.acl.default"[..],

@@ -12,7 +12,9 @@ use crate::frames::{FrameWriter, Mark};
 use crate::fsx::{self, Dir};
 use crate::progress::Progress;
 use crate::scan::problem;
-use crate::tarfmt::{Extra, MemberHeader, MemberKind, Region, encode_header, encode_member, padding};
+use crate::tarfmt::{
+    Extra, MemberHeader, MemberKind, Region, encode_header, encode_member, padding,
+};
 
 pub const NOT_ARCHIVED: &str = "not archived";
 
@@ -53,7 +55,13 @@ pub fn write_members(
                 // A symlink's own xattrs are not archived, as with GNU tar
                 // (they can only be read by name, and restore cannot set them).
                 let link = e.target.clone();
-                Some(put_simple(fw, e, MemberKind::Symlink, link, &Extra::default())?)
+                Some(put_simple(
+                    fw,
+                    e,
+                    MemberKind::Symlink,
+                    link,
+                    &Extra::default(),
+                )?)
             }
             Kind::Hardlink => {
                 let target = e.target.clone().unwrap_or_default();
@@ -64,7 +72,13 @@ pub fn write_members(
                     None
                 } else {
                     let none = Extra::default();
-                    Some(put_simple(fw, e, MemberKind::Hardlink, Some(target), &none)?)
+                    Some(put_simple(
+                        fw,
+                        e,
+                        MemberKind::Hardlink,
+                        Some(target),
+                        &none,
+                    )?)
                 }
             }
             Kind::File if e.problem.is_none() => {
@@ -315,7 +329,10 @@ fn put_special(base: &Dir, e: &mut Entry, dev: u64, fw: &mut FrameWriter) -> Res
         let d = m.rdev as rustix::fs::Dev;
         (rustix::fs::major(d), rustix::fs::minor(d))
     });
-    let extra = Extra { rdev, pax: Vec::new() };
+    let extra = Extra {
+        rdev,
+        pax: Vec::new(),
+    };
     Ok(Some(put_simple(fw, e, kind, None, &extra)?))
 }
 
