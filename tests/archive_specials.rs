@@ -52,6 +52,14 @@ fn source(root: &Path) {
     );
     run_ok("setfacl", &["-m", "u:65534:r"], &src.join("acl.txt"));
     run_ok("setfacl", &["-d", "-m", "u:65534:rx"], &src.join("d"));
+    if common::is_root() {
+        // Namespaces only root reads: trusted.*, and a file capability
+        // (CAP_NET_BIND_SERVICE, effective), which a later chown would drop.
+        let f = src.join("f.txt");
+        run_ok("setfattr", &["-n", "trusted.k", "-v", "tv"], &f);
+        let cap = "0x0100000200040000000000000000000000000000";
+        run_ok("setfattr", &["-n", "security.capability", "-v", cap], &f);
+    }
     common::mkfifo(&src.join("pipe"));
     common::chmod(&src.join("pipe"), 0o640);
     // Bound and dropped: the socket file stays, as a dead server's would.
@@ -67,6 +75,8 @@ fn source(root: &Path) {
             dev,
         )
         .unwrap();
+        // Whatever the umask took away.
+        common::chmod(&src.join("null"), 0o620);
     }
 }
 
@@ -187,6 +197,12 @@ fn issue_11_archive_keeps_fifo_socket_device_xattr_acl() {
         "{want:#?}"
     );
     assert!(want["tree/acl.txt"].contains("user:65534:r--"), "{want:#?}");
+    if common::is_root() {
+        let f = &want["tree/f.txt"];
+        assert!(f.contains("security.capability=0x01000002"), "{f}");
+        assert!(f.contains("trusted.k=0x7476"), "{f}");
+        assert!(want["tree/null"].starts_with("char 620 1:3"), "{want:#?}");
+    }
 
     // The pre-flight says what the archive will do with each special file.
     let (_, inv, _) = common::inventory_json(&root, &[]);
@@ -333,4 +349,32 @@ fn issue_11_archive_keeps_fifo_socket_device_xattr_acl() {
         );
         assert!(!nb_to.join("tree/null").exists());
     }
+}
+
+/// The nightly backup of a data root holding a FIFO and a socket (instance
+/// directories are Unix homes) is complete and clean: exit 0, the socket in
+/// the notes, nothing flagged.
+#[test]
+fn issue_11_nightly_backup_with_a_fifo_and_a_socket_exits_0() {
+    let t = common::tempdir();
+    let root = t.path().join("data");
+    common::write(&root, "instances/a/preferences.json", b"{\"name\":\"a\"}\n");
+    common::write(&root, "wisdom.md", b"be kind\n");
+    common::mkfifo(&root.join("instances/a/pipe"));
+    drop(std::os::unix::net::UnixListener::bind(root.join("instances/a/agent.sock")).unwrap());
+    let (code, out, err) = common::datamig([
+        OsStr::new("--root"),
+        root.as_os_str(),
+        OsStr::new("backup"),
+        OsStr::new("-q"),
+        OsStr::new("--json"),
+        OsStr::new("--now"),
+        OsStr::new("2025-12-20T02:00:00Z"),
+    ]);
+    let r = common::json_of(&out);
+    assert_eq!(code, 0, "{err}\n{r:#}");
+    assert!(notes_of(&r, "flagged").is_empty(), "{r:#}");
+    let notes = notes_of(&r, "notes");
+    assert_eq!(notes.len(), 1, "{r:#}");
+    assert!(notes[0].0.ends_with("agent.sock"), "{r:#}");
 }
