@@ -1,6 +1,10 @@
 //! The tar format datamig writes and reads: GNU headers, written by hand so that
 //! long and non-UTF-8 names (`L`/`K` members), old-GNU sparse files (`S`),
 //! hard links, and sizes over 8 GiB (base-256 numbers) are all under our control.
+//! FIFOs (`6`) and devices (`3`/`4` with devmajor/devminor) are written as
+//! GNU tar writes them; xattrs and ACLs go in a PAX `x` header before the
+//! member (`SCHILY.xattr.*`, `SCHILY.acl.*`, see [`encode_member`]), which
+//! GNU tar and bsdtar read in GNU-format archives too.
 //!
 //! The reader reads what GNU tar (every `--format`, every `--sparse-version`)
 //! and bsdtar write: PAX local and global records (`path`, `linkpath`, `size`,
