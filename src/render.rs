@@ -180,6 +180,7 @@ pub fn archive(w: &mut dyn Write, r: &crate::commands::archive::ArchiveReport) -
     list(w, "Flagged: not captured cleanly", &r.flagged, |n| {
         format!("{}: {}", n.path, n.note)
     })?;
+    list(w, "Notes", &r.notes, |n| format!("{}: {}", n.path, n.note))?;
     list(
         w,
         "Secrets included: keep this archive private (it is mode 0600)",
@@ -562,6 +563,7 @@ pub fn backup(w: &mut dyn Write, r: &crate::commands::backup::BackupReport) -> i
     list(w, "Flagged: not captured cleanly", &r.flagged, |n| {
         format!("{}: {}", n.path, n.note)
     })?;
+    list(w, "Notes", &r.notes, |n| format!("{}: {}", n.path, n.note))?;
     writeln!(w, "\nRetention ({}):", r.policy_text)?;
     if r.decisions.is_empty() {
         writeln!(w, "  no backups")?;

@@ -169,7 +169,7 @@ pub fn summarize(root: &Path, layout: &Layout, entries: &[Entry]) -> Summary {
         if e.kind.is_special() {
             s.special_files.push(PathNote {
                 path: path.clone(),
-                note: format!("{} (recorded, not read)", e.kind),
+                note: format!("{} (recorded, not read; {})", e.kind, archived_as(e.kind)),
             });
         }
         if let Some(p) = &e.problem {
@@ -212,6 +212,16 @@ pub fn summarize(root: &Path, layout: &Layout, entries: &[Entry]) -> Summary {
     s.problems =
         s.invalid_json.len() as u64 + s.changed.len() as u64 + s.unreadable.len() as u64 + missing;
     s
+}
+
+/// What `archive` will do with a special file, so the pre-flight says it
+/// before the archive does (issue 11).
+fn archived_as(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Socket => crate::archive::write::SOCKET_NOTE,
+        Kind::Fifo => "archived as a FIFO",
+        _ => "archived as a device node; only a restore run as root recreates it",
+    }
 }
 
 fn entities(layout: &Layout, entries: &[Entry]) -> Vec<EntitySummary> {

@@ -1,6 +1,10 @@
 //! The tar format datamig writes and reads: GNU headers, written by hand so that
 //! long and non-UTF-8 names (`L`/`K` members), old-GNU sparse files (`S`),
 //! hard links, and sizes over 8 GiB (base-256 numbers) are all under our control.
+//! FIFOs (`6`) and devices (`3`/`4` with devmajor/devminor) are written as
+//! GNU tar writes them; xattrs and ACLs go in a PAX `x` header before the
+//! member (`SCHILY.xattr.*`, `SCHILY.acl.*`, see [`encode_member`]), which
+//! GNU tar and bsdtar read in GNU-format archives too.
 //!
 //! The reader reads what GNU tar (every `--format`, every `--sparse-version`)
 //! and bsdtar write: PAX local and global records (`path`, `linkpath`, `size`,
@@ -153,10 +157,63 @@ fn long_member(out: &mut Vec<u8>, typeflag: u8, value: &[u8]) {
     out.resize(out.len() + padding(value.len() as u64 + 1), 0);
 }
 
+/// What a member carries beyond [`MemberHeader`] when datamig writes it: a
+/// device's numbers and PAX extended records (`SCHILY.xattr.*`,
+/// `SCHILY.acl.*`, as GNU tar `--xattrs --acls` writes them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extra {
+    pub rdev: Option<(u32, u32)>,
+    /// PAX records, key then value, written in this order.
+    pub pax: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// One PAX record: `"%d %s=%s\n"`, the length counting its own digits.
+fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    let body = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = body + 1;
+    while len != body + len.to_string().len() {
+        len = body + len.to_string().len();
+    }
+    out.extend_from_slice(len.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(key);
+    out.push(b'=');
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
 /// Encode the header block(s) for a member; its data (stored_size bytes, then
 /// padding) follows.
 pub fn encode_header(m: &MemberHeader) -> Vec<u8> {
+    encode_member(m, &Extra::default())
+}
+
+/// [`encode_header`] with device numbers and PAX records: the records go in
+/// an `x` member before the GNU `L`/`K` ones, which GNU tar and bsdtar both
+/// apply to the next real header.
+pub fn encode_member(m: &MemberHeader, extra: &Extra) -> Vec<u8> {
     let mut out = Vec::with_capacity(BLOCK * 2);
+    if !extra.pax.is_empty() {
+        let mut recs = Vec::new();
+        for (k, v) in &extra.pax {
+            pax_record(&mut recs, k, v);
+        }
+        let mut h = header_block(
+            b"././@PaxHeader",
+            b'x',
+            0o644,
+            0,
+            0,
+            recs.len() as u64,
+            m.mtime,
+            b"",
+        );
+        seal(&mut h);
+        out.extend_from_slice(&h);
+        let n = recs.len() as u64;
+        out.extend_from_slice(&recs);
+        out.resize(out.len() + padding(n), 0);
+    }
     let mut name = m.path.clone();
     if m.kind == MemberKind::Dir && !name.ends_with(b"/") {
         name.push(b'/');
@@ -179,6 +236,10 @@ pub fn encode_header(m: &MemberHeader) -> Vec<u8> {
         (MemberKind::BlockDev, _) => (b'4', 0),
     };
     let mut h = header_block(&name, typeflag, m.mode, m.uid, m.gid, size, m.mtime, &link);
+    if let Some((major, minor)) = extra.rdev {
+        put_num(&mut h[329..337], major as u64);
+        put_num(&mut h[337..345], minor as u64);
+    }
     let mut ext: Vec<[u8; BLOCK]> = Vec::new();
     if let Some(regions) = &m.sparse {
         let mut map = regions.clone();
@@ -1083,6 +1144,43 @@ mod tests {
         .unwrap();
         assert!(r.next_member().unwrap().is_none());
         (f.header, got)
+    }
+
+    #[test]
+    fn devices_xattrs_and_acls_written_by_datamig_read_back() {
+        let mut name = vec![b'n'; 120];
+        name.extend_from_slice(b"/dev");
+        let m = member(&name, MemberKind::CharDev);
+        let extra = Extra {
+            rdev: Some((1, 3)),
+            pax: vec![
+                (b"SCHILY.xattr.user.k".to_vec(), b"v\n=\0\xff".to_vec()),
+                (
+                    b"SCHILY.acl.access".to_vec(),
+                    b"user::rw-\nuser:7:r--\n".to_vec(),
+                ),
+                // A record whose length gains a digit with its own length.
+                (b"SCHILY.xattr.user.l".to_vec(), vec![b'x'; 76]),
+            ],
+        };
+        let mut s = encode_member(&m, &extra);
+        s.extend_from_slice(&END_OF_ARCHIVE);
+        let mut r = TarReader::new(&s[..]);
+        let f = r.next_member().unwrap().unwrap();
+        assert_eq!(f.header, m);
+        assert_eq!(f.rdev, Some((1, 3)));
+        assert_eq!(
+            f.xattrs,
+            vec![
+                (b"user.k".to_vec(), b"v\n=\0\xff".to_vec()),
+                (b"user.l".to_vec(), vec![b'x'; 76]),
+            ]
+        );
+        assert_eq!(
+            f.acl_access.as_deref(),
+            Some(&b"user::rw-\nuser:7:r--\n"[..])
+        );
+        assert!(r.next_member().unwrap().is_none());
     }
 
     #[test]

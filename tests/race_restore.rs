@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
@@ -668,8 +668,15 @@ fn finding_4_restore_names_problem_entries() {
     assert_eq!(code, 1, "{v:#}\nstderr:\n{err}");
     let mut named = note_paths(&v, "manifest_problems");
     named.sort();
-    assert_eq!(named, ["pipe", "secret/credentials"], "{v:#}");
+    // Since issue 11 the FIFO is archived (type 6) and restored, not a problem.
+    assert_eq!(named, ["secret/credentials"], "{v:#}");
     assert_eq!(fs::read(r.join("ok.txt")).unwrap(), b"fine\n");
+    assert!(
+        fs::symlink_metadata(r.join("pipe"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
     for key in ["refused", "corrupt", "errors", "missing", "swapped"] {
         assert_eq!(v[key].as_array().unwrap().len(), 0, "{key}: {v:#}");
     }
@@ -682,8 +689,5 @@ fn finding_4_restore_names_problem_entries() {
     ]);
     assert_eq!(common::code(&o), 1);
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        text.contains("secret/credentials") && text.contains("pipe"),
-        "{text}"
-    );
+    assert!(text.contains("secret/credentials"), "{text}");
 }

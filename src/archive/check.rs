@@ -355,7 +355,13 @@ fn metadata_diffs(e: &Entry, h: &crate::tarfmt::MemberHeader) -> Vec<String> {
         Kind::Dir => MemberKind::Dir,
         Kind::Symlink => MemberKind::Symlink,
         Kind::Hardlink => MemberKind::Hardlink,
-        _ => {
+        // No content to hash: presence, kind and metadata are what is checked
+        // (device numbers are in the tar header only; the manifest does not
+        // record them).
+        Kind::Fifo => MemberKind::Fifo,
+        Kind::Char => MemberKind::CharDev,
+        Kind::Block => MemberKind::BlockDev,
+        Kind::Socket => {
             d.push(format!("{} entry has an archive member", e.kind));
             return d;
         }
@@ -396,4 +402,50 @@ fn metadata_diffs(e: &Entry, h: &crate::tarfmt::MemberHeader) -> Vec<String> {
         d.push("link target differs".into());
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tarfmt::MemberHeader;
+
+    /// Issue 11: a special member has no content to hash; its kind and
+    /// metadata are what the read-back checks.
+    #[test]
+    fn special_members_are_checked_for_kind_and_metadata() {
+        let e = Entry {
+            path: b"p".to_vec(),
+            kind: Kind::Fifo,
+            mode: 0o640,
+            mtime_ns: 1_700_000_000_000_000_000,
+            ..Default::default()
+        };
+        let mut h = MemberHeader {
+            path: b"p".to_vec(),
+            kind: MemberKind::Fifo,
+            mode: 0o640,
+            mtime: 1_700_000_000,
+            ..Default::default()
+        };
+        assert!(metadata_diffs(&e, &h).is_empty());
+        h.kind = MemberKind::CharDev;
+        assert_eq!(
+            metadata_diffs(&e, &h),
+            vec!["type CharDev in archive, fifo in manifest".to_string()]
+        );
+        h.kind = MemberKind::Fifo;
+        h.mode = 0o600;
+        assert_eq!(
+            metadata_diffs(&e, &h),
+            vec!["mode 600 in archive, 640 in manifest".to_string()]
+        );
+        let sock = Entry {
+            kind: Kind::Socket,
+            ..e
+        };
+        assert_eq!(
+            metadata_diffs(&sock, &h),
+            vec!["socket entry has an archive member".to_string()]
+        );
+    }
 }

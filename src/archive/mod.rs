@@ -1,6 +1,7 @@
 //! The `.tar.zst` archive: what gets archived (targets), how archives are named,
 //! and the modules that write, check and retire sources.
 
+pub mod attrs;
 pub mod check;
 pub mod commit;
 pub mod remove;

@@ -12,9 +12,14 @@ use crate::frames::{FrameWriter, Mark};
 use crate::fsx::{self, Dir};
 use crate::progress::Progress;
 use crate::scan::problem;
-use crate::tarfmt::{MemberHeader, MemberKind, Region, encode_header, padding};
+use crate::tarfmt::{
+    Extra, MemberHeader, MemberKind, Region, encode_header, encode_member, padding,
+};
 
 pub const NOT_ARCHIVED: &str = "not archived";
+
+/// What the archive report says of a socket it skipped (not a problem).
+pub const SOCKET_NOTE: &str = "not archived (sockets are skipped, as GNU tar does)";
 
 const READ_BUF: usize = 256 << 10;
 
@@ -42,10 +47,21 @@ pub fn write_members(
     let mut failed_files: std::collections::HashSet<Vec<u8>> = Default::default();
     for (e, dev) in entries.iter_mut().zip(identity.iter().map(|i| i.dev)) {
         let mark = match e.kind {
-            Kind::Dir => Some(put_simple(fw, e, MemberKind::Dir, None)?),
+            Kind::Dir => {
+                let extra = dir_extra(base, e, dev);
+                Some(put_simple(fw, e, MemberKind::Dir, None, &extra)?)
+            }
             Kind::Symlink if e.problem.is_none() => {
+                // A symlink's own xattrs are not archived, as with GNU tar
+                // (they can only be read by name, and restore cannot set them).
                 let link = e.target.clone();
-                Some(put_simple(fw, e, MemberKind::Symlink, link)?)
+                Some(put_simple(
+                    fw,
+                    e,
+                    MemberKind::Symlink,
+                    link,
+                    &Extra::default(),
+                )?)
             }
             Kind::Hardlink => {
                 let target = e.target.clone().unwrap_or_default();
@@ -55,7 +71,14 @@ pub fn write_members(
                     ));
                     None
                 } else {
-                    Some(put_simple(fw, e, MemberKind::Hardlink, Some(target))?)
+                    let none = Extra::default();
+                    Some(put_simple(
+                        fw,
+                        e,
+                        MemberKind::Hardlink,
+                        Some(target),
+                        &none,
+                    )?)
                 }
             }
             Kind::File if e.problem.is_none() => {
@@ -70,6 +93,13 @@ pub fn write_members(
                 failed_files.insert(e.path.clone());
                 None
             }
+            Kind::Fifo | Kind::Char | Kind::Block if e.problem.is_none() => {
+                put_special(base, e, dev, fw)?
+            }
+            // Skipped, as GNU tar skips them ("socket ignored"): a socket is
+            // recreated by whatever listens on it. Not a problem; the report
+            // names it (`SOCKET_NOTE`).
+            Kind::Socket => None,
             k => {
                 e.add_problem(format!("{NOT_ARCHIVED}: {k} files cannot be archived"));
                 None
@@ -114,8 +144,9 @@ fn put_simple(
     e: &Entry,
     kind: MemberKind,
     link: Option<Vec<u8>>,
+    extra: &Extra,
 ) -> Result<Mark> {
-    let h = encode_header(&header_for(e, kind, link));
+    let h = encode_member(&header_for(e, kind, link), extra);
     fw.boundary_for(h.len() as u64)?;
     let m = fw.mark();
     fw.write_all(&h)?;
@@ -187,7 +218,11 @@ fn put_file(
     };
     let mut h = header_for(e, MemberKind::File, None);
     h.sparse = sparse;
-    let enc = encode_header(&h);
+    let extra = Extra {
+        rdev: None,
+        pax: super::attrs::pax_records(&f),
+    };
+    let enc = encode_member(&h, &extra);
     let stored = h.stored_size();
     fw.boundary_for(enc.len() as u64 + stored)?;
     let mark = fw.mark();
@@ -253,6 +288,60 @@ fn put_file(
         ));
     }
     Ok(Some(mark))
+}
+
+/// A directory's xattrs and ACLs, read through its own handle once it is
+/// the directory that was listed; none when it cannot be opened or was
+/// replaced (its member is still written; restore then has nothing to set).
+fn dir_extra(base: &Dir, e: &Entry, dev: u64) -> Extra {
+    let pax = match base.open_dir_beneath(&e.path) {
+        Ok(d) if d.meta().is_ok_and(|m| m.same_inode(dev, e.ino)) => super::attrs::pax_records(&d),
+        _ => Vec::new(),
+    };
+    Extra { rdev: None, pax }
+}
+
+/// A FIFO or device node: never opened (opening one can block or act on a
+/// device), only lstat'd again through its parent's handle and checked to be
+/// the inode that was listed, of the kind that was listed.
+fn put_special(base: &Dir, e: &mut Entry, dev: u64, fw: &mut FrameWriter) -> Result<Option<Mark>> {
+    use rustix::fs::FileType;
+    let (kind, ft) = match e.kind {
+        Kind::Fifo => (MemberKind::Fifo, FileType::Fifo),
+        Kind::Char => (MemberKind::CharDev, FileType::CharacterDevice),
+        _ => (MemberKind::BlockDev, FileType::BlockDevice),
+    };
+    let m = match stat_beneath(base, &e.path) {
+        Ok(m) => m,
+        Err(err) => {
+            e.add_problem(crate::scan::open_problem(&err, NOT_ARCHIVED));
+            return Ok(None);
+        }
+    };
+    if m.kind != ft || !m.same_inode(dev, e.ino) {
+        e.add_problem(format!(
+            "{}: replaced by another file after it was listed; {NOT_ARCHIVED}",
+            problem::CHANGED
+        ));
+        return Ok(None);
+    }
+    let rdev = (ft != FileType::Fifo).then(|| {
+        let d = m.rdev as rustix::fs::Dev;
+        (rustix::fs::major(d), rustix::fs::minor(d))
+    });
+    let extra = Extra {
+        rdev,
+        pax: Vec::new(),
+    };
+    Ok(Some(put_simple(fw, e, kind, None, &extra)?))
+}
+
+/// lstat `rel` through the handle of its parent, opened beneath `base`.
+fn stat_beneath(base: &Dir, rel: &[u8]) -> std::io::Result<fsx::Meta> {
+    match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => base.open_dir_beneath(&rel[..i])?.stat(&rel[i + 1..]),
+        None => base.stat(rel),
+    }
 }
 
 static ZEROS: [u8; 64 << 10] = [0u8; 64 << 10];

@@ -67,8 +67,10 @@ pub struct ArchiveReport {
     pub seconds: f64,
     pub secrets: Vec<String>,
     pub absent: Vec<String>,
-    /// Entries not captured cleanly (changed, unreadable, special files).
+    /// Entries not captured cleanly (changed, unreadable).
     pub flagged: Vec<PathNote>,
+    /// Entries left out by design, not problems: sockets (as GNU tar).
+    pub notes: Vec<PathNote>,
     /// "passed", "failed" or "skipped".
     pub verify: &'static str,
     pub verify_report: Option<CheckReport>,
@@ -267,6 +269,7 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
             })
         })
         .collect();
+    let notes = skipped_notes(&entries);
     let mut report = ArchiveReport {
         report: "archive",
         version: 1,
@@ -286,6 +289,7 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         secrets,
         absent: src.absent.clone(),
         flagged,
+        notes,
         verify,
         verify_report,
         removed: None,
@@ -376,6 +380,18 @@ fn scan_source(
     };
     let s = scan(&spec, &crate::progress::Silent)?;
     Ok((s.entries, s.identity))
+}
+
+/// What the archive leaves out on purpose (issue 11): sockets.
+fn skipped_notes(entries: &[Entry]) -> Vec<PathNote> {
+    entries
+        .iter()
+        .filter(|e| e.kind == crate::entry::Kind::Socket && e.problem.is_none())
+        .map(|e| PathNote {
+            path: e.path_lossy(),
+            note: crate::archive::write::SOCKET_NOTE.into(),
+        })
+        .collect()
 }
 
 fn sums_file(entries: &[Entry]) -> Vec<u8> {

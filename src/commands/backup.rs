@@ -68,6 +68,8 @@ pub struct BackupReport {
     pub verify: &'static str,
     /// Entries of the new archive not captured cleanly (exit 1).
     pub flagged: Vec<PathNote>,
+    /// Entries left out by design (sockets), not problems.
+    pub notes: Vec<PathNote>,
     pub secrets: usize,
     pub policy: Policy,
     pub policy_text: String,
@@ -122,6 +124,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         seconds: 0.0,
         verify: "not run",
         flagged: vec![],
+        notes: vec![],
         secrets: 0,
         policy: opts.policy,
         policy_text: opts.policy.describe(),
@@ -268,6 +271,7 @@ fn take_archive(report: &mut BackupReport, made: &ArchiveReport) {
     report.file_bytes = made.file_bytes;
     report.verify = made.verify;
     report.flagged = made.flagged.clone();
+    report.notes = made.notes.clone();
     report.secrets = made.secrets.len();
 }
 

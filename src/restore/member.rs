@@ -149,6 +149,16 @@ pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Foun
         MemberKind::Symlink => make_symlink(ctx, &h, depth, name, ns, replace),
         MemberKind::Hardlink => make_hardlink(ctx, &h, name, replace),
         MemberKind::Fifo | MemberKind::CharDev | MemberKind::BlockDev => {
+            let want = match h.kind {
+                MemberKind::Fifo => Kind::Fifo,
+                MemberKind::CharDev => Kind::Char,
+                _ => Kind::Block,
+            };
+            if expected.is_some_and(|e| e.kind != want) {
+                let why = format!("the manifest does not record a {want} here");
+                refuse(&mut ctx.report, &h.path, why);
+                return Ok(());
+            }
             make_special(ctx, &h, found.rdev, depth, name, ns, replace)
         }
         MemberKind::File => {
