@@ -1,6 +1,7 @@
 //! datamig: inventory, verify, archive, restore and back up a coordination
 //! server's data root. The binary is a thin front door over these modules.
 
+pub mod acl;
 pub mod archive;
 pub mod atomic;
 pub mod backup;

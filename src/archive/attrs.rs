@@ -9,17 +9,8 @@ use std::os::fd::AsFd;
 
 use rustix::io::Errno;
 
-/// The kernel's binary ACL attributes, archived as ACL text instead.
-const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
-const ACL_DEFAULT: &[u8] = b"system.posix_acl_default";
-
-/// `system.posix_acl_*` entry tags (linux/posix_acl_xattr.h).
-const USER_OBJ: u16 = 0x01;
-const USER: u16 = 0x02;
-const GROUP_OBJ: u16 = 0x04;
-const GROUP: u16 = 0x08;
-const MASK: u16 = 0x10;
-const OTHER: u16 = 0x20;
+// The binary ACL attributes are archived as ACL text instead.
+use crate::acl::{ACL_ACCESS, ACL_DEFAULT, GROUP, GROUP_OBJ, MASK, OTHER, USER, USER_OBJ};
 
 /// Every attribute this process may read on `fd`, as PAX records. An
 /// attribute that cannot be read (not permitted, vanished in between, a

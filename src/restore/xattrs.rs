@@ -7,19 +7,11 @@
 use std::os::fd::AsFd;
 
 use super::owners::Names;
+use crate::acl::{GROUP, GROUP_OBJ, MASK, OTHER, UNDEFINED_ID, USER, USER_OBJ};
 use crate::tarfmt::Found;
 
 /// Attribute names and values, in the order they are set.
 pub type Attrs = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// `system.posix_acl_*` entry tags (linux/posix_acl_xattr.h).
-const USER_OBJ: u16 = 0x01;
-const USER: u16 = 0x02;
-const GROUP_OBJ: u16 = 0x04;
-const GROUP: u16 = 0x08;
-const MASK: u16 = 0x10;
-const OTHER: u16 = 0x20;
-const UNDEFINED_ID: u32 = u32::MAX;
 
 /// The attributes to set on a member: its xattrs (an ACL record replaces a
 /// raw `system.posix_acl_*` xattr of the same kind), then its ACLs. Records
@@ -39,8 +31,8 @@ pub fn wanted(found: &Found, names: &mut Names) -> (Attrs, Vec<String>) {
         }
     }
     let acls = [
-        (&found.acl_access, &b"system.posix_acl_access"[..]),
-        (&found.acl_default, &b"system.posix_acl_default"[..]),
+        (&found.acl_access, crate::acl::ACL_ACCESS),
+        (&found.acl_default, crate::acl::ACL_DEFAULT),
     ];
     for (text, key) in acls {
         let Some(text) = text else { continue };
