@@ -9,7 +9,7 @@ mod common;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{prng_bytes, write};
@@ -59,19 +59,6 @@ fn trio() -> Vec<String> {
     ];
     v.sort();
     v
-}
-
-fn require_strace() {
-    let ok = Command::new("strace")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "strace is required to inject SIGKILL at the commit's renames; install it in the test environment"
-    );
 }
 
 /// Run the archive under strace, SIGKILLed on entry to its `n`th renameat2.
@@ -125,7 +112,7 @@ fn rerun_recovers(root: &Path, dest: &Path, what: &str) -> String {
 
 #[test]
 fn finding_8_sigkill_at_each_commit_rename_recovers() {
-    require_strace();
+    common::require_tool("strace");
     let t = common::tempdir();
     let root = root_with_data(t.path());
     // What each kill leaves under final names (the renames go .sha256,
@@ -164,7 +151,7 @@ fn finding_8_sigkill_at_each_commit_rename_recovers() {
 /// the final manifest, the temporary .sha256 and archive of a dead run.
 #[test]
 fn finding_8_manifest_renamed_first_by_an_older_run_recovers() {
-    require_strace();
+    common::require_tool("strace");
     let t = common::tempdir();
     let root = root_with_data(t.path());
     let dest = t.path().join("out");

@@ -153,21 +153,6 @@ fn snapshot(dir: &Path) -> Snapshot {
     (own, entries)
 }
 
-/// Fail (never skip) without strace: it is what opens the window.
-fn require_strace() -> PathBuf {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("command -v strace")
-        .output()
-        .expect("run sh");
-    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        out.status.success() && !p.is_empty(),
-        "these tests need `strace` (to hold datamig's N-th unlinkat while the tree changes); install strace in the test environment"
-    );
-    PathBuf::from(p)
-}
-
 /// `strace` holding the `nth` unlinkat of datamig for `hold`, then datamig.
 /// `unlink` is held the same way (counted apart) where the architecture has
 /// it, so the window opens whichever call a removal uses.
@@ -176,7 +161,7 @@ fn held_datamig(s: &Setup, nth: u32, hold: Duration) -> Command {
 }
 
 fn held(args: Vec<OsString>, nth: u32, hold: Duration) -> Command {
-    let mut c = Command::new(require_strace());
+    let mut c = Command::new(common::require_tool("strace"));
     c.args([
         "-f",
         "-qq",

@@ -22,20 +22,6 @@ const SEEKABLE_MAGIC: u32 = 0x8F92_EAB1;
 /// Low 32 bits of XXH64 of no bytes (0xEF46DB3751D8E999).
 const XXH64_EMPTY_LOW: u32 = 0x51D8_E999;
 
-fn require_tool(name: &str) -> PathBuf {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .expect("run sh");
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        out.status.success() && !path.is_empty(),
-        "this test needs the system tool `{name}`, which is not installed"
-    );
-    PathBuf::from(path)
-}
-
 /// The venv `.ci/run` makes with pyzstd; a clear failure when it is absent.
 fn pyzstd_python() -> PathBuf {
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/python3");
@@ -277,7 +263,7 @@ with pyzstd.SeekableZstdFile(sys.argv[1], "r") as f:
     print(hashlib.sha256(f.read()).hexdigest())
 "#;
     let whole = python(&py, script, &[a.as_os_str()]);
-    let zstd = require_tool("zstd");
+    let zstd = common::require_tool("zstd");
     let o = Command::new(zstd).arg("-dc").arg(&a).output().unwrap();
     assert!(o.status.success());
     assert_eq!(whole.trim(), common::sha256_hex(&o.stdout));
@@ -302,7 +288,7 @@ fn finding_11_5_zstd_gnu_tar_and_bsdtar_still_extract_a_seek_table_archive() {
     };
     // zstd -d, then tar on the plain stream.
     let plain = t.path().join("plain.tar");
-    let st = Command::new(require_tool("zstd"))
+    let st = Command::new(common::require_tool("zstd"))
         .args(["-q", "-d", "-o"])
         .arg(&plain)
         .arg(&a)
@@ -311,7 +297,7 @@ fn finding_11_5_zstd_gnu_tar_and_bsdtar_still_extract_a_seek_table_archive() {
     assert!(st.success(), "zstd -d failed");
     let x = t.path().join("zstd");
     fs::create_dir(&x).unwrap();
-    let tar = require_tool("tar");
+    let tar = common::require_tool("tar");
     assert!(
         Command::new(&tar)
             .arg("-xf")
@@ -341,7 +327,7 @@ fn finding_11_5_zstd_gnu_tar_and_bsdtar_still_extract_a_seek_table_archive() {
     check(&x, "GNU tar");
     let x = t.path().join("bsd");
     fs::create_dir(&x).unwrap();
-    let o = Command::new(require_tool("bsdtar"))
+    let o = Command::new(common::require_tool("bsdtar"))
         .arg("-xf")
         .arg(&a)
         .arg("-C")
@@ -483,7 +469,7 @@ fn finding_11_5_pyzstd_seekable_tar_gets_a_path_restore_reading_only_a_few_frame
     }
     // GNU tar in a fixed member order, then pyzstd's seekable writer.
     let plain = t.path().join("a.tar");
-    let mut c = Command::new(require_tool("tar"));
+    let mut c = Command::new(common::require_tool("tar"));
     c.arg("-C")
         .arg(&src)
         .arg("--no-recursion")

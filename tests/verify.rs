@@ -24,21 +24,6 @@ const DATE: &str = "20251225";
 // ---------------------------------------------------------------------------
 // Helpers local to this file
 
-/// Fail (never skip) when a system tool the test needs is missing.
-fn require_tool(name: &str) -> PathBuf {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .expect("run sh");
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        out.status.success() && !path.is_empty(),
-        "this test needs the system tool `{name}`, which is not installed"
-    );
-    PathBuf::from(path)
-}
-
 const MIB: usize = 1 << 20;
 
 /// About 17.5 MiB of incompressible data in members laid out so that (with
@@ -545,7 +530,7 @@ fn missing_or_edited_sidecar_manifest_is_a_discrepancy() {
 
 #[test]
 fn edited_embedded_manifest_fails_its_trailer_check() {
-    let tar = require_tool("tar");
+    let tar = common::require_tool("tar");
     let t = common::tempdir();
     let root = t.path().join("root");
     small_tree(&root.join("data"));
@@ -715,7 +700,7 @@ fn tree_audit_classifies_every_kind_of_change() {
 
 #[test]
 fn extracted_archive_matches_its_sidecar_manifest() {
-    let tar = require_tool("tar");
+    let tar = common::require_tool("tar");
     let t = common::tempdir();
     let root = t.path().join("root");
     small_tree(&root.join("data"));

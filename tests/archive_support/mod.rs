@@ -16,22 +16,7 @@ use serde_json::Value;
 
 use crate::common;
 
-/// Fail (never skip) when a system tool the test needs is missing.
-pub fn require_tool(name: &str) -> PathBuf {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .expect("run sh");
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() || path.is_empty() {
-        panic!(
-            "this test needs the system tool `{name}`, which is not installed \
-             (install GNU tar 1.34+, zstd, coreutils and libarchive-tools)"
-        );
-    }
-    PathBuf::from(path)
-}
+pub use crate::common::require_tool;
 
 /// GNU tar with zstd support.
 pub fn require_gnu_tar() -> PathBuf {

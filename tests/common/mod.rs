@@ -374,6 +374,22 @@ where
     )
 }
 
+/// Fail (never skip) when a system tool the test needs is missing; `.ci/run`
+/// installs every tool the tests use.
+pub fn require_tool(name: &str) -> PathBuf {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .expect("run sh");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success() && !path.is_empty(),
+        "this test needs the system tool `{name}`, which is not installed (.ci/run installs it)"
+    );
+    PathBuf::from(path)
+}
+
 /// Fail (not skip) when `setpriv` is missing: tests that need an unreadable
 /// file cannot work as root without it.
 pub fn require_setpriv() -> PathBuf {
