@@ -403,6 +403,23 @@ fn dec<T: std::str::FromStr>(v: &[u8]) -> Option<T> {
     std::str::from_utf8(v).ok()?.trim().parse().ok()
 }
 
+/// A PAX `mtime` record's value for `ns` (`1700000000.123456789`, `-1.5`),
+/// or none when the header's whole seconds already say it all.
+pub fn pax_mtime(ns: i64) -> Option<Vec<u8>> {
+    if ns % 1_000_000_000 == 0 {
+        return None;
+    }
+    let abs = ns.unsigned_abs();
+    let frac = format!("{:09}", abs % 1_000_000_000);
+    let sign = if ns < 0 { "-" } else { "" };
+    let v = format!(
+        "{sign}{}.{}",
+        abs / 1_000_000_000,
+        frac.trim_end_matches('0')
+    );
+    Some(v.into_bytes())
+}
+
 /// A PAX time (`-12.5`, `1700000000.123456789`) in nanoseconds.
 fn pax_time(v: &[u8]) -> Option<i64> {
     let s = std::str::from_utf8(v).ok()?.trim();
@@ -1331,5 +1348,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("larger than"), "{e}");
+    }
+
+    #[test]
+    fn pax_mtime_round_trips_through_pax_time() {
+        assert_eq!(pax_mtime(1_700_000_000_000_000_000), None);
+        for ns in [
+            1_700_000_000_123_456_789i64,
+            1_700_000_000_100_000_000,
+            -1_500_000_000,
+            -1,
+            1,
+        ] {
+            let v = pax_mtime(ns).unwrap();
+            assert_eq!(pax_time(&v), Some(ns), "{}", String::from_utf8_lossy(&v));
+        }
+        assert_eq!(pax_mtime(-1_500_000_000).unwrap(), b"-1.5");
     }
 }

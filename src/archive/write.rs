@@ -139,6 +139,18 @@ fn header_for(e: &Entry, kind: MemberKind, link: Option<Vec<u8>>) -> MemberHeade
     }
 }
 
+/// `extra` with a PAX `mtime` record first when the mtime has a fraction of
+/// a second: the header holds whole seconds only, and without the record a
+/// restore by GNU tar or bsdtar (or by datamig without a manifest) would
+/// truncate it, and `verify --tree` would call every entry changed.
+fn timed(e: &Entry, extra: &Extra) -> Extra {
+    let mut out = extra.clone();
+    if let Some(v) = crate::tarfmt::pax_mtime(e.mtime_ns) {
+        out.pax.insert(0, (b"mtime".to_vec(), v));
+    }
+    out
+}
+
 fn put_simple(
     fw: &mut FrameWriter,
     e: &Entry,
@@ -146,7 +158,7 @@ fn put_simple(
     link: Option<Vec<u8>>,
     extra: &Extra,
 ) -> Result<Mark> {
-    let h = encode_member(&header_for(e, kind, link), extra);
+    let h = encode_member(&header_for(e, kind, link), &timed(e, extra));
     fw.boundary_for(h.len() as u64)?;
     let m = fw.mark();
     fw.write_all(&h)?;
@@ -222,7 +234,7 @@ fn put_file(
         rdev: None,
         pax: super::attrs::pax_records(&f),
     };
-    let enc = encode_member(&h, &extra);
+    let enc = encode_member(&h, &timed(e, &extra));
     let stored = h.stored_size();
     fw.boundary_for(enc.len() as u64 + stored)?;
     let mark = fw.mark();

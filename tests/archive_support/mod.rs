@@ -212,9 +212,18 @@ pub fn read_member_at(
         skipped, offset_in_frame,
         "frame ends before offset_in_frame"
     );
-    let mut h = [0u8; 512];
-    dec.read_exact(&mut h).expect("read the member's header");
-    let header = parse_header(&h);
+    // PAX (`x`: sub-second mtimes, xattrs) and GNU long-name members come
+    // before the member's own header.
+    let header = loop {
+        let mut h = [0u8; 512];
+        dec.read_exact(&mut h).expect("read the member's header");
+        let header = parse_header(&h);
+        if !matches!(header.typeflag, b'x' | b'L' | b'K') {
+            break header;
+        }
+        let skip = header.size.div_ceil(512) * 512;
+        std::io::copy(&mut (&mut dec).take(skip), &mut std::io::sink()).expect("skip");
+    };
     let mut data = vec![0u8; data_len as usize];
     dec.read_exact(&mut data).expect("read the member's data");
     (header, data)
