@@ -364,6 +364,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 dest: a.dest.clone(),
                 date: a.date.clone(),
                 stamp: None,
+                created: None,
                 level: a.level,
                 threads: g.threads(),
                 excludes: a.exclude.clone(),

@@ -525,6 +525,9 @@ pub fn backup(w: &mut dyn Write, r: &crate::commands::backup::BackupReport) -> i
             "datamig backup --dry-run: no archive made, nothing removed; retention of {} as of {}",
             r.dest, r.now
         )?;
+        if let Some(n) = &r.would_make {
+            writeln!(w, "  would make {n} (counted below as the newest backup)")?;
+        }
     } else {
         writeln!(w, "datamig backup of {} -> {} at {}", r.root, r.dest, r.now)?;
     }

@@ -373,7 +373,8 @@ fn dry_run_prints_the_plan_with_reasons_and_deletes_nothing() {
         "--dry-run".into(),
     ]);
     assert_eq!(code, 0, "{err}");
-    assert!(String::from_utf8_lossy(&out).contains("no backups"));
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("would make v2-data-"), "{text}");
     assert!(!dest.exists());
 
     for i in 0..3 {
@@ -404,22 +405,24 @@ fn dry_run_prints_the_plan_with_reasons_and_deletes_nothing() {
     assert!(text.contains("Retention (keep-last 1):"), "{text}");
     let line = |n: &str| {
         text.lines()
-            .find(|l| l.contains(n))
+            .find(|l| l.contains(n) && !l.contains("would make"))
             .unwrap_or_else(|| panic!("{n} not in:\n{text}"))
             .to_string()
     };
-    assert!(line(&name(2)).contains("keep"), "{text}");
+    // Tonight's backup, which the real run makes, is the one keep-last keeps.
+    assert!(text.contains(&format!("would make {}", name(3))), "{text}");
+    assert!(line(&name(3)).contains("keep"), "{text}");
     assert!(
-        line(&name(2)).contains("newest backup; keep-last"),
+        line(&name(3)).contains("newest backup; keep-last"),
         "{text}"
     );
-    for i in [0, 1] {
+    for i in [0, 1, 2] {
         let l = line(&name(i));
         assert!(l.contains("would remove"), "{l}");
         assert!(l.contains("keep-last: beyond the 1 newest"), "{l}");
     }
     assert!(
-        text.contains("2 backups would be removed, 1 kept"),
+        text.contains("3 backups would be removed, 1 kept"),
         "{text}"
     );
 
@@ -428,7 +431,8 @@ fn dry_run_prints_the_plan_with_reasons_and_deletes_nothing() {
     let r: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(r["dry_run"], true);
     assert_eq!(r["archive"], Value::Null);
-    assert_eq!(strs(&r["removed"]), [name(1), name(0)]);
+    assert_eq!(strs(&r["removed"]), [name(2), name(1), name(0)]);
+    assert_eq!(r["would_make"], name(3));
     assert_eq!(names(&dest), before, "a dry run changes nothing");
 
     // As of a --now before some backups: those are in the future, and kept.
@@ -569,5 +573,59 @@ fn only_datamigs_own_verified_backups_are_ever_removed() {
         names(&dest),
         expect,
         "the foreign files are all still there"
+    );
+}
+
+/// Issue 12 item 10: the dry run counts the backup the real run makes, so the
+/// two remove exactly the same backups, night after night, under a policy
+/// that mixes count and calendar rules; and the new backup's manifest header
+/// is stamped with `--now`, as its name is.
+#[test]
+fn issue_12_10_dry_run_and_real_run_remove_the_same_backups() {
+    let d = common::tempdir();
+    let root = v2_root(d.path());
+    let dest = root.join("backups");
+    let policy = [
+        "--keep-last",
+        "2",
+        "--keep-daily",
+        "3",
+        "--keep-weekly",
+        "2",
+    ];
+    let mut total_removed = 0;
+    for i in 0..12 {
+        let now = night(i);
+        let mut dry_args = vec!["--dry-run", "--now", &now];
+        dry_args.extend(policy);
+        let (code, dry, err) = backup(&root, &dry_args);
+        assert_eq!(code, 0, "night {i} dry run: {err}");
+        assert_eq!(dry["would_make"], name(i), "night {i}");
+        let before = names(&dest);
+
+        let mut real_args = vec!["--now", now.as_str()];
+        real_args.extend(policy);
+        let (code, real, err) = backup(&root, &real_args);
+        assert_eq!(code, 0, "night {i}: {err}");
+        assert_eq!(
+            strs(&dry["removed"]),
+            strs(&real["removed"]),
+            "night {i}: the dry run and the real run disagree"
+        );
+        assert_eq!(strs(&dry["kept"]), strs(&real["kept"]), "night {i}");
+        for gone in strs(&real["removed"]) {
+            assert!(before.contains(&gone), "{gone}");
+            assert!(!dest.join(&gone).exists(), "{gone}");
+        }
+        total_removed += strs(&real["removed"]).len();
+
+        // The manifest header tells the same time as the name.
+        let m = fs::read_to_string(dest.join(format!("{}.manifest.jsonl", name(i)))).unwrap();
+        let header: Value = serde_json::from_str(m.lines().next().unwrap()).unwrap();
+        assert_eq!(header["created"], now.as_str(), "{header:#}");
+    }
+    assert!(
+        total_removed > 0,
+        "the policy removed nothing: a vacuous test"
     );
 }

@@ -37,6 +37,9 @@ pub struct ArchiveOptions {
     pub date: Option<String>,
     /// Full stamp override (backup uses YYYYMMDD-HHMMSS).
     pub stamp: Option<String>,
+    /// The manifest header's `created` (RFC 3339); default: now. `backup
+    /// --now` sets it so that the header and the name tell the same time.
+    pub created: Option<String>,
     pub level: i32,
     pub threads: usize,
     pub excludes: Vec<String>,
@@ -189,7 +192,10 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     let offsets = fw.sync()?;
     resolve_positions(&mut entries, &offsets);
 
-    let created = crate::commands::inventory::now_rfc3339();
+    let created = opts
+        .created
+        .clone()
+        .unwrap_or_else(crate::commands::inventory::now_rfc3339);
     let scope = src
         .scope
         .iter()

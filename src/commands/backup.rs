@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::archive::{ensure_dest, resolve_source};
+use crate::archive::{EXTENSION, ensure_dest, resolve_source};
 use crate::backup::retention::{self, Action, Decision, Policy};
 use crate::backup::{self, Existing, TARGET, file_name, lock};
 use crate::commands::archive::{ArchiveOptions, ArchiveReport};
@@ -73,6 +73,9 @@ pub struct BackupReport {
     pub secrets: usize,
     pub policy: Policy,
     pub policy_text: String,
+    /// With --dry-run: the name of the backup the real run would make; it
+    /// takes part in the retention plan as the newest backup, as it will.
+    pub would_make: Option<String>,
     /// Backup names kept / removed (with --dry-run: that would be removed).
     pub kept: Vec<String>,
     pub removed: Vec<String>,
@@ -128,6 +131,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         secrets: 0,
         policy: opts.policy,
         policy_text: opts.policy.describe(),
+        would_make: None,
         kept: vec![],
         removed: vec![],
         decisions: vec![],
@@ -137,7 +141,17 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
 
     if opts.dry_run {
         let existing = backup::discover(&dest, &prefix)?;
-        plan(&mut report, &existing, &opts.policy, now);
+        let tonight = format!("{prefix}-{}{EXTENSION}", backup::stamp_of(now));
+        // A name already taken makes the real run fail (and remove nothing);
+        // otherwise tonight's backup is the newest one retention sees.
+        let new =
+            (!existing.backups.iter().any(|b| b.name == tonight)).then(|| retention::Backup {
+                name: tonight.clone(),
+                time: now,
+                flagged: false,
+            });
+        report.would_make = new.as_ref().map(|_| tonight);
+        plan_with(&mut report, &existing, new, &opts.policy, now);
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
@@ -188,6 +202,9 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         dest: Some(dest.clone()),
         date: None,
         stamp: Some(backup::stamp_of(now)),
+        created: opts
+            .now
+            .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
         level: opts.level,
         threads: opts.threads,
         excludes: vec![],
@@ -240,6 +257,17 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
 
 /// Fill in the retention plan for `existing` as of `now`.
 fn plan(report: &mut BackupReport, existing: &Existing, policy: &Policy, now: Timestamp) {
+    plan_with(report, existing, None, policy, now);
+}
+
+/// [`plan`] with `new` (the backup a dry run stands in for) among the backups.
+fn plan_with(
+    report: &mut BackupReport,
+    existing: &Existing,
+    new: Option<retention::Backup>,
+    policy: &Policy,
+    now: Timestamp,
+) {
     let input: Vec<retention::Backup> = existing
         .backups
         .iter()
@@ -248,6 +276,7 @@ fn plan(report: &mut BackupReport, existing: &Existing, policy: &Policy, now: Ti
             time: b.time,
             flagged: b.flagged > 0,
         })
+        .chain(new)
         .collect();
     let decisions = retention::apply(&input, policy, now);
     let names = |a: Action| {
