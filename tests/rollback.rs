@@ -1,15 +1,18 @@
 //! Issue 12, the rollback and the nightly job as the operator walks them:
 //! a byte-identical rollback passes `verify --tree` against the inventory
 //! taken before the cutover (item 8), and `backup --dry-run` removes what the
-//! real run removes (item 10).
+//! real run removes (item 10); a closed pipe (`| head -1`) ends quietly
+//! (item 11).
 
 mod common;
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::write;
 use serde_json::Value;
@@ -234,4 +237,87 @@ fn issue_12_8_fixture_root_rollback_passes_verify_tree() {
     assert!(st.success());
     sub_second_mtimes(&tree);
     rollback_round_trip(t.path(), &tree, "instances", false);
+}
+
+/// Run `datamig ARGS` with stdout to a pipe whose reader takes one line and
+/// closes it, as `| head -1` does: (exit code, the line, stderr).
+fn first_line_then_close(args: &[&OsStr]) -> (i32, String, String) {
+    let mut child = common::cmd(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        err.read_to_string(&mut s).ok();
+        s
+    });
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // The reader (and with it the pipe's only read end) is dropped here.
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > common::DEFAULT_DEADLINE {
+            let _ = child.kill();
+            panic!("datamig {args:?} did not end after its reader closed the pipe");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status.code().unwrap_or(-1), line, t_err.join().unwrap())
+}
+
+/// Issue 12 item 11: `datamig list ARCHIVE | head -1` and `datamig inventory
+/// | head -1` end with exit 0 and nothing on stderr (no "Broken pipe" panic
+/// or error). The outputs are far larger than a pipe's buffer (64 KiB), so
+/// the writes after the reader is gone fail with EPIPE every time.
+#[test]
+fn issue_12_11_closed_pipe_ends_quietly_with_exit_0() {
+    let t = common::tempdir();
+    let tree = t.path().join("data");
+    for i in 0..3000 {
+        write(
+            &tree,
+            &format!(
+                "dir-{:02}/a-rather-long-file-name-for-a-wide-listing-{i:05}.txt",
+                i % 30
+            ),
+            format!("{i}\n").as_bytes(),
+        );
+    }
+    let m = t.path().join("m.jsonl");
+    let archive = inventory_and_archive(&tree, &m, &t.path().join("dest"));
+
+    let (c, line, err) = first_line_then_close(&[OsStr::new("list"), archive.as_os_str()]);
+    assert!(!line.is_empty());
+    assert_eq!((c, err.as_str()), (0, ""), "list | head -1");
+
+    for format in ["summary", "sha256sum", "files0"] {
+        let (c, line, err) = first_line_then_close(&[
+            OsStr::new("--root"),
+            tree.as_os_str(),
+            OsStr::new("inventory"),
+            OsStr::new("--format"),
+            OsStr::new(format),
+        ]);
+        assert!(!line.is_empty());
+        assert_eq!(
+            (c, err.as_str()),
+            (0, ""),
+            "inventory --format {format} | head -1"
+        );
+    }
+    // JSON: one object, still far larger than the pipe's buffer.
+    let (c, _, err) = first_line_then_close(&[
+        OsStr::new("list"),
+        OsStr::new("--json"),
+        archive.as_os_str(),
+    ]);
+    assert_eq!((c, err.as_str()), (0, ""), "list --json | head -1");
 }
