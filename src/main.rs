@@ -16,7 +16,7 @@ fn main() -> ExitCode {
             if code == 2 && args.iter().any(|a| a == "--json") {
                 let text = e.render().to_string();
                 let msg = text.trim().trim_start_matches("error: ");
-                println!("{}", json_error(report_name_of_args(&args), msg));
+                print_line(&json_error(report_name_of_args(&args), msg));
             }
             return ExitCode::from(code);
         }
@@ -30,9 +30,15 @@ fn main() -> ExitCode {
             datamig::atomic::remove_live_temps();
             eprintln!("datamig: error: {e:#}");
             if let Some(report) = json {
-                println!("{}", json_error(report, &format!("{e:#}")));
+                print_line(&json_error(report, &format!("{e:#}")));
             }
             ExitCode::from(2)
         }
     }
+}
+
+/// The error object on stdout; a closed stdout must not turn exit 2 into a panic.
+fn print_line(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
