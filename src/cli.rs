@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::commands;
 use crate::layout::Layout;
@@ -70,10 +70,102 @@ pub enum Command {
     Backup(BackupArgs),
     /// Print the effective layout (TOML) so it can be copied and edited
     Layout,
+    /// Print a shell completion script (e.g. `datamig completions bash > /etc/bash_completion.d/datamig`)
+    Completions {
+        /// Shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout (e.g. `datamig man > /usr/local/share/man/man1/datamig.1`)
+    Man,
+}
+
+impl Command {
+    /// The `report` name the run's JSON carries (also on a run that cannot start).
+    pub fn report_name(&self) -> &'static str {
+        match self {
+            Command::Inventory(_) => "inventory",
+            Command::Archive(_) => "archive",
+            Command::Verify(a) => verify_report_name(a.tree.is_some(), a.migration),
+            Command::Restore(_) => "restore",
+            Command::List(_) => "list",
+            Command::Backup(_) => "backup",
+            Command::Layout => "layout",
+            Command::Completions { .. } => "completions",
+            Command::Man => "man",
+        }
+    }
+}
+
+fn verify_report_name(tree: bool, migration: bool) -> &'static str {
+    match (tree, migration) {
+        (_, true) => "verify-migration",
+        (true, false) => "verify-tree",
+        (false, false) => "verify-archive",
+    }
+}
+
+/// The `report` name for a command line clap refused: the subcommand is looked
+/// up in the raw arguments, since there is no parsed `Cli` to ask.
+pub fn report_name_of_args(args: &[std::ffi::OsString]) -> &'static str {
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    let verb = args.iter().skip(1).find_map(|a| {
+        let a = a.to_str()?;
+        Cli::command()
+            .get_subcommands()
+            .find(|c| c.get_name() == a)
+            .map(|c| c.get_name().to_string())
+    });
+    match verb.as_deref() {
+        Some("verify") => verify_report_name(has("--tree"), has("--migration")),
+        Some("inventory") => "inventory",
+        Some("archive") => "archive",
+        Some("restore") => "restore",
+        Some("list") => "list",
+        Some("backup") => "backup",
+        Some("layout") => "layout",
+        Some("completions") => "completions",
+        Some("man") => "man",
+        _ => "datamig",
+    }
+}
+
+/// What `--json` prints on stdout when the run cannot start (exit 2): the same
+/// one-line shape as a report, so monitoring reads every run the same way.
+#[derive(serde::Serialize)]
+struct JsonError<'a> {
+    report: &'a str,
+    version: u32,
+    error: ErrorMessage<'a>,
+    exit: u8,
+}
+
+#[derive(serde::Serialize)]
+struct ErrorMessage<'a> {
+    message: &'a str,
+}
+
+pub fn json_error(report: &str, message: &str) -> String {
+    let e = JsonError {
+        report,
+        version: crate::summary::REPORT_VERSION,
+        error: ErrorMessage { message },
+        exit: 2,
+    };
+    serde_json::to_string(&e).expect("error object serializes")
+}
+
+/// `datamig layout --json`: the effective layout inside the usual report envelope.
+#[derive(serde::Serialize)]
+struct LayoutReport<'a> {
+    report: &'static str,
+    version: u32,
+    layout: &'a Layout,
 }
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
+    /// The .tar.zst archive to restore from
     pub archive: PathBuf,
     /// Directory to restore into (created if missing; must be empty unless --overwrite)
     #[arg(long, value_name = "DIR")]
@@ -92,6 +184,7 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// The .tar.zst archive whose members to list
     pub archive: PathBuf,
 }
 
@@ -124,7 +217,7 @@ pub struct ArchiveArgs {
     /// Date in the archive name, YYYYMMDD [default: today, local time]
     #[arg(long, value_name = "YYYYMMDD")]
     pub date: Option<String>,
-    /// zstd compression level
+    /// zstd compression level, 1 (fastest) to 19 (smallest)
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
     /// Skip paths matching GLOB (relative to the archived directory; repeatable)
@@ -168,7 +261,7 @@ pub struct BackupArgs {
     /// The run's clock, RFC 3339 (for tests and dry runs); also stamps the new archive
     #[arg(long, value_name = "RFC3339", value_parser = commands::backup::parse_now)]
     pub now: Option<jiff::Timestamp>,
-    /// zstd compression level
+    /// zstd compression level, 1 (fastest) to 19 (smallest)
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
 }
@@ -185,7 +278,7 @@ pub enum InventoryFormat {
 
 #[derive(Debug, Args)]
 pub struct InventoryArgs {
-    /// Areas (names from `datamig layout`) or paths relative to the root; none: everything
+    /// Areas or archive targets (names from `datamig layout`) or paths relative to the root; none: everything
     #[arg(value_name = "AREA|PATH")]
     pub targets: Vec<String>,
     /// Write the manifest (JSON Lines, format version 1) to FILE, atomically
@@ -230,11 +323,58 @@ impl Global {
     }
 }
 
+/// Flag combinations that would otherwise be silently ignored.
+fn check_flags(cli: &Cli) -> Result<()> {
+    if !cli.global.json {
+        return Ok(());
+    }
+    match &cli.command {
+        Command::Inventory(a) if a.format != InventoryFormat::Summary => {
+            let f = a
+                .format
+                .to_possible_value()
+                .expect("every format has a name");
+            anyhow::bail!(
+                "--json and --format {} cannot be combined: --json prints the summary report; \
+                 drop one of them",
+                f.get_name()
+            )
+        }
+        Command::Completions { .. } | Command::Man => anyhow::bail!(
+            "--json does not apply to `datamig {}`, which prints a file; drop --json",
+            cli.command.report_name()
+        ),
+        _ => Ok(()),
+    }
+}
+
 pub fn run(cli: Cli) -> Result<Outcome> {
+    check_flags(&cli)?;
     let g = &cli.global;
-    let layout = Layout::load(g.layout.as_deref())?;
     let mut stdout = std::io::stdout().lock();
     match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "datamig", &mut stdout);
+            return Ok(Outcome::Clean);
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut stdout)?;
+            return Ok(Outcome::Clean);
+        }
+        _ => {}
+    }
+    let layout = Layout::load(g.layout.as_deref())?;
+    match &cli.command {
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+        Command::Layout if g.json => {
+            let r = LayoutReport {
+                report: "layout",
+                version: crate::summary::REPORT_VERSION,
+                layout: &layout,
+            };
+            write_json(&mut stdout, &r)?;
+            Ok(Outcome::Clean)
+        }
         Command::Layout => {
             stdout.write_all(layout.to_toml().as_bytes())?;
             Ok(Outcome::Clean)
@@ -254,10 +394,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let inv = commands::inventory::run(&opts, progress.as_ref())?;
             let mut out = std::io::BufWriter::new(&mut stdout);
             match a.format {
-                InventoryFormat::Summary if g.json => {
-                    serde_json::to_writer_pretty(&mut out, &inv.summary)?;
-                    writeln!(out)?;
-                }
+                InventoryFormat::Summary if g.json => write_json(&mut out, &inv.summary)?,
                 InventoryFormat::Summary => render::inventory(&mut out, &inv.summary)?,
                 InventoryFormat::Sha256sum => {
                     render::sha256sum_lines(&mut out, &inv.entries, |e| match e.kind {
@@ -377,12 +514,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let progress = progress::for_cli(g.quiet);
             let report = commands::archive::run(&opts, progress.as_ref())?;
             let mut out = std::io::BufWriter::new(&mut stdout);
-            if g.json {
-                serde_json::to_writer_pretty(&mut out, &report)?;
-                writeln!(out)?;
-            } else {
-                render::archive(&mut out, &report)?;
-            }
+            emit(&mut out, g.json, &report, render::archive)?;
             out.flush().context("cannot write to stdout")?;
             Ok(if report.clean() {
                 Outcome::Clean
@@ -429,10 +561,67 @@ fn emit<T: serde::Serialize>(
     human: fn(&mut dyn Write, &T) -> std::io::Result<()>,
 ) -> Result<()> {
     if json {
-        serde_json::to_writer_pretty(&mut *out, report)?;
-        writeln!(out)?;
+        write_json(out, report)?;
     } else {
         human(out, report)?;
     }
     Ok(())
+}
+
+/// `--json` output is one compact line, so `journalctl -n 1` or `tail -n 1` returns
+/// the whole object; monitoring must never see half of a pretty-printed report.
+fn write_json<T: serde::Serialize>(out: &mut dyn Write, report: &T) -> Result<()> {
+    serde_json::to_writer(&mut *out, report)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `datamig X --help` must explain every positional argument, not just name it.
+    #[test]
+    fn item_13_every_positional_argument_has_a_help_line() {
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_positionals() {
+                assert!(
+                    arg.get_help()
+                        .is_some_and(|h| !h.to_string().trim().is_empty()),
+                    "`datamig {} --help`: argument {} has no help line",
+                    sub.get_name(),
+                    arg.get_id()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn item_3_json_error_object_is_one_line_with_report_and_version() {
+        let line = json_error("archive", "no such target\n  targets: a, b");
+        assert!(!line.contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["report"], "archive");
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["exit"], 2);
+        assert_eq!(v["error"]["message"], "no such target\n  targets: a, b");
+    }
+
+    #[test]
+    fn item_3_refused_command_lines_name_their_report() {
+        let args = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(Into::into).collect() };
+        assert_eq!(
+            report_name_of_args(&args(&["datamig", "--json", "verify", "--tree", "d"])),
+            "verify-tree"
+        );
+        assert_eq!(
+            report_name_of_args(&args(&["datamig", "backup", "--bogus"])),
+            "backup"
+        );
+        assert_eq!(
+            report_name_of_args(&args(&["datamig", "--bogus"])),
+            "datamig"
+        );
+    }
 }

@@ -17,6 +17,7 @@ pub mod render;
 pub mod restore;
 pub mod scan;
 pub mod signals;
+pub mod suggest;
 pub mod summary;
 pub mod tarfmt;
 pub mod verify;

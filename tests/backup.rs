@@ -238,7 +238,12 @@ fn a_held_lock_refuses_the_run_and_names_the_holder() {
 
     let (code, r, err) = backup(&root, &["--now", &night(0)]);
     assert_eq!(code, 2, "{err}");
-    assert_eq!(r, Value::Null, "no report when the run could not start");
+    // Issue 12 item 3: a run that cannot start prints the error object, no report.
+    assert_eq!(r["exit"], 2, "{r}");
+    assert!(
+        r.get("archive").is_none(),
+        "no report when the run could not start: {r}"
+    );
     assert!(err.contains(&lock_path.display().to_string()), "{err}");
     assert!(
         err.contains("pid 4242 on host test-holder, started 2025-12-20T01:59:00Z"),
@@ -461,7 +466,8 @@ fn a_failed_run_deletes_nothing() {
     // The name is taken (same clock as the last run): no archive, so no retention.
     let (code, r, err) = backup(&root, &["--keep-last", "1", "--now", &night(2)]);
     assert_eq!(code, 2, "{err}");
-    assert_eq!(r, Value::Null);
+    assert_eq!(r["exit"], 2, "{r}");
+    assert!(r.get("archive").is_none(), "{r}");
     assert!(err.contains("already exists"), "{err}");
     assert_eq!(names(&dest), before);
 

@@ -69,6 +69,7 @@ pub fn resolve_source(root: &Path, layout: &Layout, name: &str) -> Result<Source
     let p = Path::new(name);
     let rel = if p.is_absolute() {
         p.strip_prefix(root)
+            .ok()
             .with_context(|| format!("{name} is not under the data root {}", root.display()))?
             .to_path_buf()
     } else {
@@ -79,16 +80,12 @@ pub fn resolve_source(root: &Path, layout: &Layout, name: &str) -> Result<Source
         .strip_suffix(b"/")
         .map(|s| s.to_vec())
         .unwrap_or(rel_s);
-    crate::manifest::check_entry_path(&rel_s).with_context(|| {
-        format!("{name:?} is neither an archive target of the layout (see `datamig layout`) nor a directory under the root")
-    })?;
+    crate::manifest::check_entry_path(&rel_s)
+        .with_context(|| crate::suggest::not_a_target(name, layout, root))?;
     let Some(Located::Dir { dir, .. }) =
         locate(&root_dir, root, &rel_s, &format!("archive target {name:?}"))?
     else {
-        bail!(
-            "{name:?} is neither an archive target of the layout nor a directory under {}",
-            root.display()
-        );
+        bail!(crate::suggest::not_a_target(name, layout, root));
     };
     let base = root.join(std::ffi::OsStr::from_bytes(&rel_s));
     let classifier = layout.classifier();

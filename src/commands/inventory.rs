@@ -51,9 +51,15 @@ pub fn resolve_scope(
             out.push(area.path.clone().into_bytes());
             continue;
         }
+        // An archive target (`v2`) names its paths: inventory what it would archive.
+        if let Some(t) = layout.target(a) {
+            out.extend(target_scope(opts_root, t)?);
+            continue;
+        }
         let p = std::path::Path::new(a);
         let rel = if p.is_absolute() {
             p.strip_prefix(opts_root)
+                .ok()
                 .with_context(|| format!("{a} is not under the root {}", opts_root.display()))?
                 .to_path_buf()
         } else {
@@ -68,6 +74,29 @@ pub fn resolve_scope(
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// The paths of an archive target that exist (as `archive` does, a target
+/// path that is absent is simply not part of it); looked up through the root
+/// handle. None at all: the run cannot start.
+fn target_scope(root: &std::path::Path, t: &crate::layout::Target) -> Result<Vec<Vec<u8>>> {
+    let root_dir = crate::scan::open_root(root)?;
+    let mut present = Vec::new();
+    for p in &t.paths {
+        let arg = format!("{p} (a path of the archive target {:?})", t.name);
+        if crate::scan::locate(&root_dir, root, p.as_bytes(), &arg)?.is_some() {
+            present.push(p.clone().into_bytes());
+        }
+    }
+    if present.is_empty() {
+        anyhow::bail!(
+            "target {:?} has nothing to inventory: none of {} exists under {}",
+            t.name,
+            t.paths.join(", "),
+            root.display()
+        );
+    }
+    Ok(present)
 }
 
 pub fn run(opts: &InventoryOptions, progress: &dyn Progress) -> Result<Inventory> {
