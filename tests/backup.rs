@@ -12,8 +12,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::write;
-use jiff::{SignedDuration, Timestamp};
+use common::{night, night_name as name, write};
 use serde_json::Value;
 
 const LOCK: &str = ".datamig-backup.lock";
@@ -29,20 +28,6 @@ fn v2_root(dir: &Path) -> PathBuf {
     write(&root, "wisdom.md", b"be kind\n");
     write(&root, "production/data/instances.json", b"[]\n");
     root
-}
-
-/// 02:00 UTC on 2025-12-20 plus `days`.
-fn night(days: i64) -> String {
-    let t: Timestamp = "2025-12-20T02:00:00Z".parse().unwrap();
-    (t + SignedDuration::from_hours(24 * days))
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
-/// The archive name a run at `night(days)` makes.
-fn name(days: i64) -> String {
-    let t: Timestamp = night(days).parse().unwrap();
-    format!("v2-data-{}.tar.zst", t.strftime("%Y%m%d-%H%M%S"))
 }
 
 /// `datamig --root ROOT backup -q --json ARGS`: (exit code, report, stderr).

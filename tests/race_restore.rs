@@ -137,35 +137,6 @@ fn spawn_restore(archive: &Path, to: &Path) -> Child {
         .expect("start datamig restore")
 }
 
-/// Wait for a child with a deadline; (exit code, stdout, stderr).
-fn wait_child(mut c: Child, deadline: Duration) -> (i32, Vec<u8>, String) {
-    let mut so = c.stdout.take().unwrap();
-    let mut se = c.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        so.read_to_end(&mut v).ok();
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        se.read_to_end(&mut v).ok();
-        v
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = c.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > deadline {
-            let _ = c.kill();
-            panic!("restore did not finish within {deadline:?}");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    let err = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
-    (status.code().unwrap_or(-1), t_out.join().unwrap(), err)
-}
-
 fn exchange(a: &Path, b: &Path) -> bool {
     rustix::fs::renameat_with(
         rustix::fs::CWD,
@@ -265,7 +236,12 @@ fn finding_1_restore_race_never_writes_outside_dir() {
             })
         };
         let child = spawn_restore(&archive, &r);
-        let (code, out, err) = wait_child(child, Duration::from_secs(60));
+        let o = common::wait_within(child, Duration::from_secs(60), "restore");
+        let (code, out, err) = (
+            common::code(&o),
+            o.stdout,
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        );
         stop.store(true, Ordering::Relaxed);
         swapper.join().unwrap();
         let n = swaps.load(Ordering::Relaxed);

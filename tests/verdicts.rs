@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{give_to_nobody, json_of, make_world_readable, write};
-use jiff::{SignedDuration, Timestamp};
+use common::{give_to_nobody, json_of, make_world_readable, night, night_name as name, write};
 use serde_json::Value;
 
 fn os(s: &str) -> OsString {
@@ -148,19 +147,6 @@ fn v2_root(dir: &Path) -> PathBuf {
     write(&root, "projects/p/project.json", b"{\"id\":\"p\"}\n");
     write(&root, "wisdom.md", b"be kind\n");
     root
-}
-
-/// 02:00 UTC on 2025-12-20 plus `days`.
-fn night(days: i64) -> String {
-    let t: Timestamp = "2025-12-20T02:00:00Z".parse().unwrap();
-    (t + SignedDuration::from_hours(24 * days))
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
-fn name(days: i64) -> String {
-    let t: Timestamp = night(days).parse().unwrap();
-    format!("v2-data-{}.tar.zst", t.strftime("%Y%m%d-%H%M%S"))
 }
 
 /// `datamig --root ROOT backup -q --json ARGS`, as nobody when `nobody`.

@@ -312,9 +312,15 @@ pub fn output_within(c: &mut Command, deadline: Duration) -> Output {
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = c
+    let child = c
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {c:?}: {e}"));
+    wait_within(child, deadline, &format!("{c:?}"))
+}
+
+/// Wait for a child started with piped stdout and stderr, collecting both;
+/// past the deadline it is killed and the test fails, naming `what`.
+pub fn wait_within(mut child: std::process::Child, deadline: Duration, what: &str) -> Output {
     let mut so = child.stdout.take().unwrap();
     let mut se = child.stderr.take().unwrap();
     let t_out = std::thread::spawn(move || {
@@ -335,7 +341,7 @@ pub fn output_within(c: &mut Command, deadline: Duration) -> Output {
         if start.elapsed() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{c:?} did not finish within {deadline:?}; killed it");
+            panic!("{what} did not finish within {deadline:?}; killed it");
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -372,6 +378,23 @@ where
         o.stdout,
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
+}
+
+// ---------------------------------------------------------------------------
+// Nightly backups
+
+/// 02:00 UTC on 2025-12-20 plus `days`: the `--now` of one night's backup.
+pub fn night(days: i64) -> String {
+    let t: jiff::Timestamp = "2025-12-20T02:00:00Z".parse().unwrap();
+    (t + jiff::SignedDuration::from_hours(24 * days))
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// The archive name a backup run at `night(days)` makes.
+pub fn night_name(days: i64) -> String {
+    let t: jiff::Timestamp = night(days).parse().unwrap();
+    format!("v2-data-{}.tar.zst", t.strftime("%Y%m%d-%H%M%S"))
 }
 
 /// Fail (never skip) when a system tool the test needs is missing; `.ci/run`
