@@ -454,6 +454,9 @@ fn a_failed_run_deletes_nothing() {
     assert_eq!(r["exit"], 2, "{r}");
     assert!(r.get("archive").is_none(), "{r}");
     assert!(err.contains("already exists"), "{err}");
+    // backup has no --date: the hint names what the operator can change.
+    assert!(err.contains("pick another --now or --dest"), "{err}");
+    assert!(!err.contains("--date"), "{err}");
     assert_eq!(names(&dest), before);
 
     // Nothing of the v2 target left to archive.

@@ -147,8 +147,14 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     for p in [&archive, &manifest_path, &sha_path] {
         if std::fs::symlink_metadata(p).is_ok() {
             let lone = p != &archive && std::fs::symlink_metadata(&archive).is_err();
+            // backup names its archives by the second and has no --date.
+            let other = if opts.stamp.is_some() {
+                "--now"
+            } else {
+                "--date"
+            };
             bail!(
-                "{} already exists{}; datamig never overwrites an archive (pick another --date or --dest, or move the old one away)",
+                "{} already exists{}; datamig never overwrites an archive (pick another {other} or --dest, or move the old one away)",
                 p.display(),
                 if lone {
                     " without its archive, and no killed datamig run's archive matches it"
