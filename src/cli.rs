@@ -11,6 +11,7 @@ use crate::commands;
 use crate::layout::Layout;
 use crate::progress;
 use crate::render;
+use crate::report::Report;
 
 pub const DEFAULT_ROOT: &str = "/mnt/coordinaton_mcp_data/";
 
@@ -41,7 +42,8 @@ pub struct Global {
     /// Worker threads [default: all cores]
     #[arg(short = 'j', long = "jobs", global = true, value_name = "N")]
     pub jobs: Option<usize>,
-    /// No progress, no chatter
+    /// Quiet: no progress; nothing on stdout when the run is clean, else only the
+    /// problems and the result line (`--json` still prints its one line)
     #[arg(short, long, global = true)]
     pub quiet: bool,
     /// Machine-readable result (one JSON object) on stdout
@@ -392,10 +394,13 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             };
             let progress = progress::for_cli(g.quiet);
             let inv = commands::inventory::run(&opts, progress.as_ref())?;
+            if a.format == InventoryFormat::Summary {
+                return finish(&mut stdout, g, &inv.summary);
+            }
+            // The other formats are data asked for, printed even with -q.
             let mut out = std::io::BufWriter::new(&mut stdout);
             match a.format {
-                InventoryFormat::Summary if g.json => write_json(&mut out, &inv.summary)?,
-                InventoryFormat::Summary => render::inventory(&mut out, &inv.summary)?,
+                InventoryFormat::Summary => unreachable!("handled above"),
                 InventoryFormat::Sha256sum => {
                     render::sha256sum_lines(&mut out, &inv.entries, |e| match e.kind {
                         crate::entry::Kind::Hardlink => {
@@ -420,8 +425,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Verify(a) => {
             let progress = progress::for_cli(g.quiet);
-            let mut out = std::io::BufWriter::new(&mut stdout);
-            let clean = if a.migration {
+            if a.migration {
                 if a.path.is_some() {
                     anyhow::bail!("--migration takes no ARCHIVE or MANIFEST argument");
                 }
@@ -431,8 +435,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                     g.threads(),
                     progress.as_ref(),
                 )?;
-                emit(&mut out, g.json, &r, render::migration)?;
-                r.clean()
+                finish(&mut stdout, g, &r)
             } else if let Some(dir) = &a.tree {
                 let manifest = a
                     .path
@@ -445,23 +448,15 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                     threads: g.threads(),
                 };
                 let r = crate::verify::tree::verify_tree(&opts, progress.as_ref())?;
-                emit(&mut out, g.json, &r, render::tree)?;
-                r.clean()
+                finish(&mut stdout, g, &r)
             } else {
                 let archive = a.path.clone().context(
                     "name the ARCHIVE to verify (or use --tree DIR MANIFEST, or --migration)",
                 )?;
                 let r =
                     crate::verify::archive::verify_archive(&archive, a.quick, progress.as_ref())?;
-                emit(&mut out, g.json, &r, render::verify_archive)?;
-                r.clean()
-            };
-            out.flush().context("cannot write to stdout")?;
-            Ok(if clean {
-                Outcome::Clean
-            } else {
-                Outcome::Problems
-            })
+                finish(&mut stdout, g, &r)
+            }
         }
         Command::Restore(a) => {
             let opts = crate::restore::RestoreOptions {
@@ -473,25 +468,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             };
             let progress = progress::for_cli(g.quiet);
             let r = crate::restore::restore(&opts, progress.as_ref())?;
-            let mut out = std::io::BufWriter::new(&mut stdout);
-            emit(&mut out, g.json, &r, render::restore)?;
-            out.flush().context("cannot write to stdout")?;
-            Ok(if r.clean() {
-                Outcome::Clean
-            } else {
-                Outcome::Problems
-            })
+            finish(&mut stdout, g, &r)
         }
         Command::List(a) => {
             let r = commands::list::run(&a.archive)?;
-            let mut out = std::io::BufWriter::new(&mut stdout);
-            emit(&mut out, g.json, &r, render::members)?;
-            out.flush().context("cannot write to stdout")?;
-            Ok(if r.clean() {
-                Outcome::Clean
-            } else {
-                Outcome::Problems
-            })
+            finish(&mut stdout, g, &r)
         }
         Command::Archive(a) => {
             let opts = commands::archive::ArchiveOptions {
@@ -513,14 +494,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             };
             let progress = progress::for_cli(g.quiet);
             let report = commands::archive::run(&opts, progress.as_ref())?;
-            let mut out = std::io::BufWriter::new(&mut stdout);
-            emit(&mut out, g.json, &report, render::archive)?;
-            out.flush().context("cannot write to stdout")?;
-            Ok(if report.clean() {
-                Outcome::Clean
-            } else {
-                Outcome::Problems
-            })
+            finish(&mut stdout, g, &report)
         }
         Command::Backup(a) => {
             let opts = commands::backup::BackupOptions {
@@ -541,31 +515,28 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             };
             let progress = progress::for_cli(g.quiet);
             let r = commands::backup::run(&opts, progress.as_ref())?;
-            let mut out = std::io::BufWriter::new(&mut stdout);
-            emit(&mut out, g.json, &r, render::backup)?;
-            out.flush().context("cannot write to stdout")?;
-            Ok(if r.clean() {
-                Outcome::Clean
-            } else {
-                Outcome::Problems
-            })
+            finish(&mut stdout, g, &r)
         }
     }
 }
 
-/// One owner for a report: JSON when asked, else the human renderer.
-fn emit<T: serde::Serialize>(
-    out: &mut dyn Write,
-    json: bool,
-    report: &T,
-    human: fn(&mut dyn Write, &T) -> std::io::Result<()>,
-) -> Result<()> {
-    if json {
-        write_json(out, report)?;
-    } else {
-        human(out, report)?;
+/// Every report ends here: `--json` prints its one line whatever `-q` says
+/// (monitoring reads it); otherwise a clean run under `-q` prints nothing, and
+/// a run with problems prints only the problems and the result line. The exit
+/// code follows `clean()`.
+fn finish<R: Report>(stdout: &mut dyn Write, g: &Global, report: &R) -> Result<Outcome> {
+    let mut out = std::io::BufWriter::new(stdout);
+    if g.json {
+        write_json(&mut out, report)?;
+    } else if !(g.quiet && report.clean()) {
+        report.human(&mut render::Out::new(&mut out, g.quiet))?;
     }
-    Ok(())
+    out.flush().context("cannot write to stdout")?;
+    Ok(if report.clean() {
+        Outcome::Clean
+    } else {
+        Outcome::Problems
+    })
 }
 
 /// `--json` output is one compact line, so `journalctl -n 1` or `tail -n 1` returns
