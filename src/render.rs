@@ -430,7 +430,11 @@ pub fn verify_archive(
     }
     if let Some(m) = &r.members {
         notes(w, "Mismatched", &m.mismatched)?;
-        notes(w, "Damaged (lost to a corrupt zstd frame)", &m.damaged)?;
+        notes(
+            w,
+            "Damaged (lost to a corrupt or cut-off zstd frame)",
+            &m.damaged,
+        )?;
         notes(w, "Missing", &m.missing)?;
         notes(w, "Unexpected", &m.unexpected)?;
     }
@@ -743,6 +747,54 @@ mod tests {
         assert_eq!(
             sha256sum_line(&h, b"a\\b"),
             format!("\\{z}  a\\\\b\n").into_bytes()
+        );
+    }
+
+    fn rendered(quiet: bool, f: impl FnOnce(&mut Out) -> io::Result<()>) -> String {
+        let mut buf = Vec::new();
+        f(&mut Out::new(&mut buf, quiet)).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn list_shows_at_most_the_limit_then_counts_the_rest() {
+        let items: Vec<u32> = (1..=23).collect();
+        let text = rendered(false, |w| list(w, "Things", &items, |i| i.to_string()));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[..2], ["", "Things (23):"]);
+        assert_eq!(lines[2], "  1");
+        assert_eq!(lines[LIST_LIMIT + 1], "  20");
+        assert_eq!(
+            lines[LIST_LIMIT + 2],
+            "  … and 3 more (all of them in --json)"
+        );
+        assert_eq!(lines.len(), LIST_LIMIT + 3);
+        // Exactly the limit: no "more" line; empty: nothing at all.
+        let text = rendered(false, |w| {
+            list(w, "T", &items[..LIST_LIMIT], |i| i.to_string())
+        });
+        assert!(!text.contains("more"), "{text}");
+        assert_eq!(
+            rendered(false, |w| list(w, "T", &items[..0], |i| i.to_string())),
+            ""
+        );
+    }
+
+    #[test]
+    fn quiet_out_drops_info_and_the_leading_blank_line() {
+        let report = |w: &mut Out| -> io::Result<()> {
+            writeln!(w.info(), "header")?;
+            list(w.info(), "Context", &["c"], |s| s.to_string())?;
+            list(w, "Problems", &["p"], |s| s.to_string())?;
+            result(w, 1, "")
+        };
+        assert_eq!(
+            rendered(true, report),
+            "Problems (1):\n  p\n\nResult: 1 problem listed above (exit 1).\n"
+        );
+        assert_eq!(
+            rendered(false, report),
+            "header\n\nContext (1):\n  c\n\nProblems (1):\n  p\n\nResult: 1 problem listed above (exit 1).\n"
         );
     }
 
