@@ -199,6 +199,10 @@ pub struct VerifyArgs {
     /// Check that every legacy file has an identical copy at its consolidated place
     #[arg(long)]
     pub migration: bool,
+    /// Migration: a legacy file (or directory) decided obsolete, listed as accepted
+    /// instead of failing the check; relative to the root (repeatable)
+    #[arg(long, value_name = "PATH", requires = "migration")]
+    pub accept: Vec<String>,
     /// Archive: only check its SHA-256 against the sidecar and the manifests' trailers
     #[arg(long)]
     pub quick: bool,
@@ -232,6 +236,10 @@ pub struct ArchiveArgs {
     /// Allow --remove-source on live V2 data or without the migration check
     #[arg(long)]
     pub force: bool,
+    /// With --remove-source of v2-dev-data: a legacy file (or directory) decided
+    /// obsolete, as in `verify --migration --accept` (repeatable)
+    #[arg(long, value_name = "PATH", requires = "remove_source")]
+    pub accept: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -429,6 +437,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                     &g.root(),
                     &layout,
                     g.threads(),
+                    &a.accept,
                     progress.as_ref(),
                 )?;
                 emit(&mut out, g.json, &r, render::migration)?;
@@ -509,6 +518,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 remove_source: a.remove_source,
                 force: a.force,
                 migration_checked: false,
+                migration_accept: a.accept.clone(),
                 threads_for_migration: g.threads(),
             };
             let progress = progress::for_cli(g.quiet);

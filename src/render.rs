@@ -375,11 +375,15 @@ pub fn migration(
         w,
         "Not migrated (nothing at the consolidated place)",
         &r.not_migrated,
-        |x| format!("{} -> {}", x.legacy, x.expected),
+        |x| {
+            let fix = x.copy.as_deref().unwrap_or("move what is in the way, then copy it");
+            format!("{} -> {}\n      to copy it: {fix}", x.legacy, x.expected)
+        },
     )?;
     list(w, "Differs", &r.differs, |d| {
+        let fix = d.copy.as_deref().unwrap_or("copy it by hand");
         format!(
-            "{} ({} {}) vs {} ({} {}); newer: {}",
+            "{} ({} {}) vs {} ({} {}); newer: {}\n      if the legacy copy is right: {fix}",
             d.legacy,
             d.legacy_sha256,
             d.legacy_mtime,
@@ -396,16 +400,30 @@ pub fn migration(
         |p| p.clone(),
     )?;
     notes(w, "Unreadable", &r.unreadable)?;
+    list(
+        w,
+        "Accepted as obsolete (--accept; not migrated on purpose)",
+        &r.accepted,
+        |a| format!("{} ({}; --accept {})", a.legacy, a.was.replace('_', " "), a.accepted_by),
+    )?;
     let bad = r.not_migrated.len() + r.differs.len() + r.unmapped.len() + r.unreadable.len();
     if bad == 0 {
         writeln!(
             w,
-            "\nResult: every legacy file has an identical consolidated copy."
+            "\nResult: every legacy file has an identical consolidated copy{}.",
+            if r.accepted.is_empty() {
+                String::new()
+            } else {
+                format!(" or was accepted as obsolete ({})", r.accepted.len())
+            }
         )
     } else {
         writeln!(
             w,
-            "\nResult: {bad} legacy files are not safely migrated (exit 1)."
+            "\nResult: {bad} legacy files are not safely migrated (exit 1).\n  \
+             To resolve: copy each to its place (the cp -p lines above), or, if it is obsolete, \
+             run again with --accept PATH (repeatable); the same --accept is honoured by \
+             `archive v2-dev-data --remove-source`."
         )
     }
 }
