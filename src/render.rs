@@ -498,6 +498,11 @@ pub fn members(w: &mut dyn Write, r: &crate::commands::list::ListReport) -> io::
     if let Some(note) = &r.note {
         writeln!(w, "# {}: {note}", r.archive)?;
     }
+    writeln!(
+        w,
+        "{:<8} {:<4} {:<11} {:>12} {:<20} {:<64} PATH",
+        "TYPE", "MODE", "OWNER", "SIZE", "MTIME", "SHA256"
+    )?;
     for m in &r.members {
         let link = m
             .target
@@ -506,9 +511,10 @@ pub fn members(w: &mut dyn Write, r: &crate::commands::list::ListReport) -> io::
             .unwrap_or_default();
         writeln!(
             w,
-            "{:<8} {} {:>12} {} {:<64} {}{link}",
+            "{:<8} {:<4} {:<11} {:>12} {:<20} {:<64} {}{link}",
             m.kind,
             m.mode,
+            format!("{}/{}", m.uid, m.gid),
             m.size,
             m.mtime,
             m.sha256.as_deref().unwrap_or("-"),
@@ -522,6 +528,12 @@ pub fn members(w: &mut dyn Write, r: &crate::commands::list::ListReport) -> io::
             r.not_archived
         )?;
     }
+    list(
+        w,
+        "Not in the archive (no member at or under these paths; exit 1)",
+        &r.not_found,
+        |p| p.clone(),
+    )?;
     if let Some(s) = &r.stream {
         match &s.problem {
             None => writeln!(
@@ -533,6 +545,77 @@ pub fn members(w: &mut dyn Write, r: &crate::commands::list::ListReport) -> io::
         }
     }
     Ok(())
+}
+
+/// `datamig list DIR`: one row per archive, oldest first.
+pub fn archives(
+    w: &mut dyn Write,
+    r: &crate::commands::list_dir::ArchivesReport,
+) -> io::Result<()> {
+    writeln!(w, "datamig list {}: {} archives", r.dir, r.archives.len())?;
+    writeln!(
+        w,
+        "{:<20} {:>10} {:>8} {:<8} {:<10} NAME",
+        "DATE", "SIZE", "MEMBERS", "KIND", "STATE"
+    )?;
+    for a in &r.archives {
+        writeln!(
+            w,
+            "{:<20} {:>10} {:>8} {:<8} {:<10} {}",
+            a.date,
+            human_bytes(a.size),
+            a.members.map_or("-".to_string(), |n| n.to_string()),
+            a.kind,
+            a.state,
+            a.name
+        )?;
+    }
+    let noted: Vec<_> = r.archives.iter().filter(|a| a.note.is_some()).collect();
+    list(w, "Notes", &noted, |a| {
+        format!("{}: {}", a.name, a.note.as_deref().unwrap_or(""))
+    })?;
+    writeln!(
+        w,
+        "\n(from the sidecars only; `datamig verify --all {}` reads and checks every archive)",
+        r.dir
+    )
+}
+
+/// `datamig verify A B …`: a result line per archive, then what was wrong.
+pub fn verify_archives(
+    w: &mut dyn Write,
+    r: &crate::verify::many::ManyReport,
+) -> io::Result<()> {
+    writeln!(
+        w,
+        "datamig verify{}: {} archives",
+        if r.quick { " --quick" } else { "" },
+        r.archives.len()
+    )?;
+    for a in &r.archives {
+        let what = match a.result {
+            "clean" => "ok".to_string(),
+            "discrepancies" => format!("{} discrepancies", a.discrepancies),
+            _ => "could not be checked".to_string(),
+        };
+        writeln!(w, "  {:<24} {}", what, a.archive)?;
+    }
+    for a in &r.archives {
+        if let Some(c) = &a.check
+            && !c.discrepancies.is_empty()
+        {
+            list(w, &a.archive, &c.discrepancies, |s| s.clone())?;
+        }
+    }
+    let errors: Vec<_> = r.archives.iter().filter(|a| a.error.is_some()).collect();
+    list(w, "Could not be checked", &errors, |a| {
+        format!("{}: {}", a.archive, a.error.as_deref().unwrap_or(""))
+    })?;
+    writeln!(
+        w,
+        "\nResult: {} clean, {} with discrepancies, {} could not be checked (exit {}).",
+        r.clean, r.with_discrepancies, r.errors, r.exit
+    )
 }
 
 pub fn backup(w: &mut dyn Write, r: &crate::commands::backup::BackupReport) -> io::Result<()> {
