@@ -376,7 +376,10 @@ pub fn migration(
         "Not migrated (nothing at the consolidated place)",
         &r.not_migrated,
         |x| {
-            let fix = x.copy.as_deref().unwrap_or("move what is in the way, then copy it");
+            let fix = x
+                .copy
+                .as_deref()
+                .unwrap_or("move what is in the way, then copy it");
             format!("{} -> {}\n      to copy it: {fix}", x.legacy, x.expected)
         },
     )?;
@@ -404,7 +407,14 @@ pub fn migration(
         w,
         "Accepted as obsolete (--accept; not migrated on purpose)",
         &r.accepted,
-        |a| format!("{} ({}; --accept {})", a.legacy, a.was.replace('_', " "), a.accepted_by),
+        |a| {
+            format!(
+                "{} ({}; --accept {})",
+                a.legacy,
+                a.was.replace('_', " "),
+                a.accepted_by
+            )
+        },
     )?;
     let bad = r.not_migrated.len() + r.differs.len() + r.unmapped.len() + r.unreadable.len();
     if bad == 0 {
@@ -582,10 +592,7 @@ pub fn archives(
 }
 
 /// `datamig verify A B …`: a result line per archive, then what was wrong.
-pub fn verify_archives(
-    w: &mut dyn Write,
-    r: &crate::verify::many::ManyReport,
-) -> io::Result<()> {
+pub fn verify_archives(w: &mut dyn Write, r: &crate::verify::many::ManyReport) -> io::Result<()> {
     writeln!(
         w,
         "datamig verify{}: {} archives",

@@ -65,7 +65,11 @@ fn names(rows: &Value, key: &str) -> Vec<String> {
         .iter()
         .map(|r| {
             let s = r[key].as_str().unwrap();
-            Path::new(s).file_name().unwrap().to_string_lossy().into_owned()
+            Path::new(s)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
         })
         .collect()
 }
@@ -124,9 +128,15 @@ fn item_11_list_dir_shows_archives_and_backups_oldest_first_with_a_header() {
         assert_eq!(row["sha256_sidecar"], "present", "{row:#}");
         assert_eq!(row["state"], "ok", "{row:#}");
     }
-    let f = rows.iter().find(|x| x["name"] == "handmade.tar.zst").unwrap();
+    let f = rows
+        .iter()
+        .find(|x| x["name"] == "handmade.tar.zst")
+        .unwrap();
     assert_eq!(f["kind"], "foreign", "{f:#}");
-    assert!(f["members"].is_null(), "a listing never decompresses: {f:#}");
+    assert!(
+        f["members"].is_null(),
+        "a listing never decompresses: {f:#}"
+    );
     assert_eq!(f["date_from"], "mtime", "{f:#}");
     let dates: Vec<&str> = rows.iter().map(|x| x["date"].as_str().unwrap()).collect();
     let mut sorted = dates.clone();
@@ -165,7 +175,10 @@ fn item_11_list_dir_shows_archives_and_backups_oldest_first_with_a_header() {
         .unwrap()
         .clone();
     assert_eq!(row["state"], "damaged", "{row:#}");
-    assert!(row["note"].as_str().unwrap().contains("manifest"), "{row:#}");
+    assert!(
+        row["note"].as_str().unwrap().contains("manifest"),
+        "{row:#}"
+    );
 }
 
 #[test]
@@ -209,7 +222,13 @@ fn item_11_list_archive_paths_filters_with_mode_and_owner_columns() {
     got.sort();
     assert_eq!(
         got,
-        ["a.txt", "sub", "sub/b.txt", "sub/deeper", "sub/deeper/c.bin"],
+        [
+            "a.txt",
+            "sub",
+            "sub/b.txt",
+            "sub/deeper",
+            "sub/deeper/c.bin"
+        ],
         "{r:#}"
     );
     assert_eq!(r["paths"], serde_json::json!(["sub/", "a.txt"]));
@@ -260,12 +279,18 @@ fn item_11_verify_a_b_checks_both_and_exits_with_the_worst() {
     assert_eq!(r["report"], "verify-archives", "{r:#}");
     assert_eq!(r["exit"], 1);
     let rows = r["archives"].as_array().unwrap();
-    assert_eq!(names(&r["archives"], "archive"), ["data-20251224.tar.zst", "data-20251225.tar.zst"]);
+    assert_eq!(
+        names(&r["archives"], "archive"),
+        ["data-20251224.tar.zst", "data-20251225.tar.zst"]
+    );
     assert_eq!(rows[0]["result"], "clean", "{r:#}");
     assert_eq!(rows[0]["check"]["report"], "verify-archive");
     assert_eq!(rows[1]["result"], "discrepancies", "{r:#}");
     assert!(rows[1]["discrepancies"].as_u64().unwrap() > 0);
-    assert_eq!((r["clean"].clone(), r["with_discrepancies"].clone()), (1.into(), 1.into()));
+    assert_eq!(
+        (r["clean"].clone(), r["with_discrepancies"].clone()),
+        (1.into(), 1.into())
+    );
 
     let (c, out, _) = common::datamig([OsStr::new("verify"), good.as_os_str(), bad.as_os_str()]);
     assert_eq!(c, 1);
@@ -292,7 +317,12 @@ fn item_11_verify_a_b_checks_both_and_exits_with_the_worst() {
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0]["result"], "clean");
     assert_eq!(rows[1]["result"], "error");
-    assert!(rows[1]["error"].as_str().unwrap().contains("data-20251226.tar.zst"));
+    assert!(
+        rows[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("data-20251226.tar.zst")
+    );
     assert_eq!(rows[2]["result"], "discrepancies");
 
     // One archive keeps the single report, exactly as before.
@@ -343,7 +373,10 @@ fn item_11_verify_all_dir_checks_every_archive_there() {
     let (c, r, _) = dm_json(&[OsStr::new("verify"), OsStr::new("--all"), empty.as_os_str()]);
     assert_eq!(c, 2, "{r:#}");
     assert!(
-        r["archives"][0]["error"].as_str().unwrap().contains("no archives"),
+        r["archives"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no archives"),
         "{r:#}"
     );
 }

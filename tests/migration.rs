@@ -19,9 +19,17 @@ const ID: &str = "Bastion-11a9";
 /// A root whose migration left two files behind: a dotfile of the instance
 /// home and a nested note; the five API files were migrated (one here).
 fn half_migrated_root(root: &Path) {
-    write(root, &format!("v2-dev-data/instances/{ID}/diary.md"), b"diary\n");
+    write(
+        root,
+        &format!("v2-dev-data/instances/{ID}/diary.md"),
+        b"diary\n",
+    );
     write(root, &format!("instances/{ID}/diary.md"), b"diary\n");
-    write(root, &format!("v2-dev-data/instances/{ID}/.bashrc"), b"alias ll='ls -l'\n");
+    write(
+        root,
+        &format!("v2-dev-data/instances/{ID}/.bashrc"),
+        b"alias ll='ls -l'\n",
+    );
     write(
         root,
         &format!("v2-dev-data/instances/{ID}/notes/old plan.md"),
@@ -68,7 +76,10 @@ fn item_9_a_file_left_in_a_legacy_instance_is_not_migrated_until_copied() {
     assert_eq!(r["unmapped"].as_array().unwrap().len(), 0, "{r:#}");
     let bashrc = format!("v2-dev-data/instances/{ID}/.bashrc");
     let plan = format!("v2-dev-data/instances/{ID}/notes/old plan.md");
-    assert_eq!(legacy_of(&r["not_migrated"]), [bashrc.clone(), plan.clone()]);
+    assert_eq!(
+        legacy_of(&r["not_migrated"]),
+        [bashrc.clone(), plan.clone()]
+    );
     let nm = r["not_migrated"].as_array().unwrap();
     let by = |p: &str| nm.iter().find(|x| x["legacy"] == p).unwrap().clone();
     assert_eq!(by(&bashrc)["expected"], format!("instances/{ID}/.bashrc"));
@@ -95,7 +106,12 @@ fn item_9_a_file_left_in_a_legacy_instance_is_not_migrated_until_copied() {
         assert!(st.success(), "{copy}");
     }
     // The nested note needed its directory made first.
-    assert!(by(&plan)["copy"].as_str().unwrap().starts_with("mkdir -p -- "));
+    assert!(
+        by(&plan)["copy"]
+            .as_str()
+            .unwrap()
+            .starts_with("mkdir -p -- ")
+    );
     assert_eq!(
         std::fs::read(root.join(format!("instances/{ID}/notes/old plan.md"))).unwrap(),
         b"the old plan\n"
@@ -113,13 +129,24 @@ fn item_9_a_legacy_file_with_other_content_at_its_place_differs() {
     let t = common::tempdir();
     let root = t.path().join("root");
     half_migrated_root(&root);
-    write(&root, &format!("instances/{ID}/.bashrc"), b"# rewritten since\n");
+    write(
+        &root,
+        &format!("instances/{ID}/.bashrc"),
+        b"# rewritten since\n",
+    );
     let (c, r, _) = migration_json(&root, &[]);
     assert_eq!(c, 1, "{r:#}");
     let d = &r["differs"][0];
-    assert_eq!(d["legacy"], format!("v2-dev-data/instances/{ID}/.bashrc"), "{r:#}");
+    assert_eq!(
+        d["legacy"],
+        format!("v2-dev-data/instances/{ID}/.bashrc"),
+        "{r:#}"
+    );
     assert_eq!(d["consolidated"], format!("instances/{ID}/.bashrc"));
-    assert!(d["copy"].as_str().unwrap().starts_with("cp -p -- "), "{d:#}");
+    assert!(
+        d["copy"].as_str().unwrap().starts_with("cp -p -- "),
+        "{d:#}"
+    );
 }
 
 #[test]
@@ -172,7 +199,7 @@ fn item_9_accept_lists_obsolete_files_instead_of_failing() {
     // One accepted, one still open: still exit 1, and the accepted one is named.
     let (c, r, _) = migration_json(&root, &["--accept", &bashrc]);
     assert_eq!(c, 1, "{r:#}");
-    assert_eq!(legacy_of(&r["accepted"]), [bashrc.clone()]);
+    assert_eq!(legacy_of(&r["accepted"]), std::slice::from_ref(&bashrc));
     assert_eq!(r["accepted"][0]["was"], "not_migrated");
     assert_eq!(r["accepted"][0]["accepted_by"], bashrc);
     assert_eq!(r["not_migrated"].as_array().unwrap().len(), 1, "{r:#}");
@@ -213,7 +240,10 @@ fn item_9_an_accept_that_matches_no_legacy_file_is_refused() {
         OsStr::new(&typo),
     ]);
     assert_eq!(c, 2, "{}", String::from_utf8_lossy(&out));
-    assert!(err.contains(&typo) && err.contains("no legacy file"), "{err}");
+    assert!(
+        err.contains(&typo) && err.contains("no legacy file"),
+        "{err}"
+    );
 }
 
 fn archive_dev_data(root: &Path, dest: &Path, date: &str, extra: &[&str]) -> (i32, Value) {
@@ -247,7 +277,10 @@ fn item_9_the_remove_source_gate_honours_the_same_accept() {
     let (c, r) = archive_dev_data(&root, &dest, "20251225", &["--accept", &bashrc]);
     assert_eq!(c, 1, "{r:#}");
     assert!(
-        r["remove_refused"].as_str().unwrap().contains("1 not migrated"),
+        r["remove_refused"]
+            .as_str()
+            .unwrap()
+            .contains("1 not migrated"),
         "{r:#}"
     );
     assert!(root.join(&bashrc).is_file());
@@ -263,8 +296,9 @@ fn item_9_the_remove_source_gate_honours_the_same_accept() {
     assert!(!root.join("v2-dev-data").exists(), "{r:#}");
     let notes: Vec<&Value> = r["notes"].as_array().unwrap().iter().collect();
     assert_eq!(notes.len(), 2, "{r:#}");
-    assert!(notes.iter().any(|n| n["path"] == bashrc
-        && n["note"].as_str().unwrap().contains("accepted as obsolete")));
+    assert!(notes.iter().any(
+        |n| n["path"] == bashrc && n["note"].as_str().unwrap().contains("accepted as obsolete")
+    ));
 
     // --accept means nothing where no migration gate runs: refused, not ignored.
     let (c, _, err) = common::datamig([

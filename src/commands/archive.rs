@@ -106,8 +106,8 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     let mut migration_checked = opts.migration_checked;
     let mut migration_note = None;
     let mut accepted_notes = Vec::new();
-    if !opts.migration_accept.is_empty() && !(opts.remove_source && src.requires_migration_check)
-    {
+    let gated = opts.remove_source && src.requires_migration_check;
+    if !opts.migration_accept.is_empty() && !gated {
         bail!(
             "--accept applies only to --remove-source of a target that requires the migration \
              check (v2-dev-data); drop --accept"

@@ -5,8 +5,7 @@
 //! wrote, or a datamig archive that lost its tail) is listed from its tar
 //! headers, decoding the whole stream. `list DIR` is in `list_dir.rs`.
 
-use std::path::{Path, PathBuf};
-
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -103,7 +102,7 @@ fn member_is_under(member: &str, wanted: &str) -> bool {
 
 pub const NO_MANIFEST: &str = "no manifest: listed from the tar headers";
 
-pub fn run(archive: &PathBuf, paths: &[String]) -> Result<ListReport> {
+pub fn run(archive: &Path, paths: &[String]) -> Result<ListReport> {
     Ok(list_all(archive)?.select(paths))
 }
 

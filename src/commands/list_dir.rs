@@ -148,7 +148,9 @@ fn describe(r: &mut ArchiveRow, m: &Manifest, source: &'static str) {
     }
     match r.sha256_sidecar {
         "missing" => why.push(format!("no {SHA_SIDECAR} sidecar")),
-        "wrong" => why.push(format!("the {SHA_SIDECAR} sidecar does not name this archive")),
+        "wrong" => why.push(format!(
+            "the {SHA_SIDECAR} sidecar does not name this archive"
+        )),
         _ => {}
     }
     if r.flagged > 0 {

@@ -4,7 +4,7 @@
 //! checked at all is named and the others are still checked. The exit code
 //! is the worst of all.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -84,7 +84,7 @@ pub fn verify_archives(
     }
 }
 
-fn check_one(p: &PathBuf, quick: bool, progress: &dyn Progress) -> ArchiveResult {
+fn check_one(p: &Path, quick: bool, progress: &dyn Progress) -> ArchiveResult {
     match verify_archive(p, quick, progress) {
         Ok(r) => ArchiveResult {
             archive: p.display().to_string(),

@@ -464,10 +464,22 @@ mod tests {
 
     #[test]
     fn an_accepted_directory_covers_what_is_below_it_only() {
-        assert!(covers("v2-dev-data/instances/a", b"v2-dev-data/instances/a/x"));
-        assert!(covers("v2-dev-data/instances/a/x", b"v2-dev-data/instances/a/x"));
-        assert!(!covers("v2-dev-data/instances/a", b"v2-dev-data/instances/ab/x"));
-        assert!(!covers("v2-dev-data/instances/a/x", b"v2-dev-data/instances/a"));
+        assert!(covers(
+            "v2-dev-data/instances/a",
+            b"v2-dev-data/instances/a/x"
+        ));
+        assert!(covers(
+            "v2-dev-data/instances/a/x",
+            b"v2-dev-data/instances/a/x"
+        ));
+        assert!(!covers(
+            "v2-dev-data/instances/a",
+            b"v2-dev-data/instances/ab/x"
+        ));
+        assert!(!covers(
+            "v2-dev-data/instances/a/x",
+            b"v2-dev-data/instances/a"
+        ));
     }
 
     #[test]
