@@ -602,6 +602,7 @@ pub fn verify_archives(w: &mut dyn Write, r: &crate::verify::many::ManyReport) -
     for a in &r.archives {
         let what = match a.result {
             "clean" => "ok".to_string(),
+            "discrepancies" if a.discrepancies == 1 => "1 discrepancy".to_string(),
             "discrepancies" => format!("{} discrepancies", a.discrepancies),
             _ => "could not be checked".to_string(),
         };

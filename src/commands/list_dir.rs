@@ -82,7 +82,10 @@ pub fn run(dir: &Path, layout: &Layout) -> Result<ArchivesReport> {
         .iter()
         .map(|p| row(p, backup_prefix.as_deref()))
         .collect();
-    archives.sort_by(|a, b| a.date.cmp(&b.date).then_with(|| a.name.cmp(&b.name)));
+    // By the instant, not the string: a `created` written with a fraction or
+    // an offset must still sort where it belongs.
+    let when = |a: &ArchiveRow| a.date.parse::<jiff::Timestamp>().ok();
+    archives.sort_by(|a, b| when(a).cmp(&when(b)).then_with(|| a.name.cmp(&b.name)));
     Ok(ArchivesReport {
         report: "list-archives",
         version: crate::summary::REPORT_VERSION,
