@@ -65,7 +65,7 @@ pub enum Command {
     /// Restore an archive (or some paths of it) into a directory, checking every file
     #[command(after_help = EXIT_CODES)]
     Restore(RestoreArgs),
-    /// List an archive's members from its manifest, without decompressing it
+    /// List an archive's members from its manifest (without decompressing it), or the archives in a directory
     List(ListArgs),
     /// The nightly job: a verified, UTC-stamped archive of the V2 data in <root>/backups/, then retention
     #[command(after_help = EXIT_CODES)]
@@ -88,7 +88,9 @@ impl Command {
         match self {
             Command::Inventory(_) => "inventory",
             Command::Archive(_) => "archive",
+            Command::Verify(a) if a.many() => "verify-archives",
             Command::Verify(a) => verify_report_name(a.tree.is_some(), a.migration),
+            Command::List(a) if a.target.is_dir() => "list-archives",
             Command::Restore(_) => "restore",
             Command::List(_) => "list",
             Command::Backup(_) => "backup",
@@ -119,6 +121,7 @@ pub fn report_name_of_args(args: &[std::ffi::OsString]) -> &'static str {
             .map(|c| c.get_name().to_string())
     });
     match verb.as_deref() {
+        Some("verify") if has("--all") => "verify-archives",
         Some("verify") => verify_report_name(has("--tree"), has("--migration")),
         Some("inventory") => "inventory",
         Some("archive") => "archive",
@@ -186,27 +189,46 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The .tar.zst archive whose members to list
-    pub archive: PathBuf,
+    /// The .tar.zst archive whose members to list, or a directory: list the archives and backups in it
+    #[arg(value_name = "ARCHIVE|DIR")]
+    pub target: PathBuf,
+    /// Only these members, or the members under these directories (with ARCHIVE)
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// ARCHIVE to check; with --tree, the MANIFEST to compare against
+    /// ARCHIVEs to check (several: one report, exit = the worst); with --tree, the MANIFEST to compare against
     #[arg(value_name = "ARCHIVE|MANIFEST")]
-    pub path: Option<PathBuf>,
+    pub paths: Vec<PathBuf>,
+    /// Check every archive (*.tar.zst) in DIR, with any ARCHIVEs named, as one report
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["tree", "migration"])]
+    pub all: Option<PathBuf>,
     /// Audit the live tree DIR against MANIFEST (matched, modified, metadata, missing, new, moved)
     #[arg(long, value_name = "DIR", conflicts_with = "migration")]
     pub tree: Option<PathBuf>,
     /// Check that every legacy file has an identical copy at its consolidated place
     #[arg(long)]
     pub migration: bool,
+    /// Migration: a legacy file (or directory) decided obsolete, listed as accepted
+    /// instead of failing the check; relative to the root (repeatable)
+    #[arg(long, value_name = "PATH", requires = "migration")]
+    pub accept: Vec<String>,
     /// Archive: only check its SHA-256 against the sidecar and the manifests' trailers
     #[arg(long)]
     pub quick: bool,
     /// Tree: compare size and mtime only (no hashing)
     #[arg(long)]
     pub fast: bool,
+}
+
+impl VerifyArgs {
+    /// Several archives (or `--all`): the `verify-archives` report. One
+    /// archive keeps the single `verify-archive` report.
+    fn many(&self) -> bool {
+        self.tree.is_none() && !self.migration && (self.all.is_some() || self.paths.len() > 1)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -234,6 +256,10 @@ pub struct ArchiveArgs {
     /// Allow --remove-source on live V2 data or without the migration check
     #[arg(long)]
     pub force: bool,
+    /// With --remove-source of v2-dev-data: a legacy file (or directory) decided
+    /// obsolete, as in `verify --migration --accept` (repeatable)
+    #[arg(long, value_name = "PATH", requires = "remove_source")]
+    pub accept: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -302,6 +328,9 @@ pub struct InventoryArgs {
 pub enum Outcome {
     Clean,
     Problems,
+    /// The report was printed, but part of the work could not run (exit 2):
+    /// e.g. one archive of several could not be opened.
+    CouldNotRun,
 }
 
 impl Global {
@@ -425,22 +454,34 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Verify(a) => {
             let progress = progress::for_cli(g.quiet);
+            if a.many() {
+                let targets = crate::verify::many::targets(&a.paths, a.all.as_ref());
+                let r = crate::verify::many::verify_archives(&targets, a.quick, progress.as_ref());
+                let outcome = finish(&mut stdout, g, &r)?;
+                return Ok(if r.exit == 2 {
+                    Outcome::CouldNotRun
+                } else {
+                    outcome
+                });
+            }
             if a.migration {
-                if a.path.is_some() {
+                if !a.paths.is_empty() {
                     anyhow::bail!("--migration takes no ARCHIVE or MANIFEST argument");
                 }
                 let r = crate::verify::migration::verify_migration(
                     &g.root(),
                     &layout,
                     g.threads(),
+                    &a.accept,
                     progress.as_ref(),
                 )?;
                 finish(&mut stdout, g, &r)
             } else if let Some(dir) = &a.tree {
-                let manifest = a
-                    .path
-                    .clone()
-                    .context("--tree DIR needs the MANIFEST to compare against")?;
+                let manifest = match a.paths.as_slice() {
+                    [m] => m.clone(),
+                    [] => anyhow::bail!("--tree DIR needs the MANIFEST to compare against"),
+                    _ => anyhow::bail!("--tree DIR takes one MANIFEST, not {}", a.paths.len()),
+                };
                 let opts = crate::verify::tree::TreeOptions {
                     tree: dir.clone(),
                     manifest,
@@ -450,8 +491,9 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 let r = crate::verify::tree::verify_tree(&opts, progress.as_ref())?;
                 finish(&mut stdout, g, &r)
             } else {
-                let archive = a.path.clone().context(
-                    "name the ARCHIVE to verify (or use --tree DIR MANIFEST, or --migration)",
+                let archive = a.paths.first().cloned().context(
+                    "name the ARCHIVE to verify (or several, or --all DIR; or use --tree DIR \
+                     MANIFEST, or --migration)",
                 )?;
                 let r =
                     crate::verify::archive::verify_archive(&archive, a.quick, progress.as_ref())?;
@@ -470,8 +512,19 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let r = crate::restore::restore(&opts, progress.as_ref())?;
             finish(&mut stdout, g, &r)
         }
+        Command::List(a) if a.target.is_dir() => {
+            if !a.paths.is_empty() {
+                anyhow::bail!(
+                    "{} is a directory: `datamig list DIR` lists its archives and takes no PATH; \
+                     to list members, name one archive: datamig list ARCHIVE PATH...",
+                    a.target.display()
+                );
+            }
+            let r = commands::list_dir::run(&a.target, &layout)?;
+            finish(&mut stdout, g, &r)
+        }
         Command::List(a) => {
-            let r = commands::list::run(&a.archive)?;
+            let r = commands::list::run(&a.target, &a.paths)?;
             finish(&mut stdout, g, &r)
         }
         Command::Archive(a) => {
@@ -490,6 +543,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 remove_source: a.remove_source,
                 force: a.force,
                 migration_checked: false,
+                migration_accept: a.accept.clone(),
                 threads_for_migration: g.threads(),
             };
             let progress = progress::for_cli(g.quiet);

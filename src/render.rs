@@ -486,11 +486,18 @@ pub fn migration(w: &mut Out, r: &crate::verify::migration::MigrationReport) -> 
         w,
         "Not migrated (nothing at the consolidated place)",
         &r.not_migrated,
-        |x| format!("{} -> {}", x.legacy, x.expected),
+        |x| {
+            let fix = x
+                .copy
+                .as_deref()
+                .unwrap_or("move what is in the way, then copy it");
+            format!("{} -> {}\n      to copy it: {fix}", x.legacy, x.expected)
+        },
     )?;
     list(w, "Differs", &r.differs, |d| {
+        let fix = d.copy.as_deref().unwrap_or("copy it by hand");
         format!(
-            "{} ({} {}) vs {} ({} {}); newer: {}",
+            "{} ({} {}) vs {} ({} {}); newer: {}\n      if the legacy copy is right: {fix}",
             d.legacy,
             d.legacy_sha256,
             d.legacy_mtime,
@@ -507,12 +514,39 @@ pub fn migration(w: &mut Out, r: &crate::verify::migration::MigrationReport) -> 
         |p| p.clone(),
     )?;
     notes(w, "Unreadable", &r.unreadable)?;
-    let bad = r.not_migrated.len() + r.differs.len() + r.unmapped.len() + r.unreadable.len();
-    result(
+    list(
         w,
-        bad,
-        ", every legacy file has an identical consolidated copy",
-    )
+        "Accepted as obsolete (--accept; not migrated on purpose)",
+        &r.accepted,
+        |a| {
+            format!(
+                "{} ({}; --accept {})",
+                a.legacy,
+                a.was.replace('_', " "),
+                a.accepted_by
+            )
+        },
+    )?;
+    let bad = r.not_migrated.len() + r.differs.len() + r.unmapped.len() + r.unreadable.len();
+    if bad == 0 {
+        writeln!(
+            w,
+            "\nResult: every legacy file has an identical consolidated copy{}.",
+            if r.accepted.is_empty() {
+                String::new()
+            } else {
+                format!(" or was accepted as obsolete ({})", r.accepted.len())
+            }
+        )
+    } else {
+        writeln!(
+            w,
+            "\nResult: {bad} legacy files are not safely migrated (exit 1).\n  \
+             To resolve: copy each to its place (the cp -p lines above), or, if it is obsolete, \
+             run again with --accept PATH (repeatable); the same --accept is honoured by \
+             `archive v2-dev-data --remove-source`."
+        )
+    }
 }
 
 pub fn restore(w: &mut Out, r: &crate::restore::RestoreReport) -> io::Result<()> {
@@ -590,6 +624,16 @@ pub fn members(w: &mut Out, r: &crate::commands::list::ListReport) -> io::Result
     if let Some(note) = &r.note {
         writeln!(w.info(), "# {}: {note}", r.archive)?;
     }
+    writeln!(
+        w.info(),
+        "{:<8} {:<4} {:<11} {:>12} {:<20} {:<64} PATH",
+        "TYPE",
+        "MODE",
+        "OWNER",
+        "SIZE",
+        "MTIME",
+        "SHA256"
+    )?;
     for m in &r.members {
         let link = m
             .target
@@ -598,9 +642,10 @@ pub fn members(w: &mut Out, r: &crate::commands::list::ListReport) -> io::Result
             .unwrap_or_default();
         writeln!(
             w.info(),
-            "{:<8} {} {:>12} {} {:<64} {}{link}",
+            "{:<8} {:<4} {:<11} {:>12} {:<20} {:<64} {}{link}",
             m.kind,
             m.mode,
+            format!("{}/{}", m.uid, m.gid),
             m.size,
             m.mtime,
             m.sha256.as_deref().unwrap_or("-"),
@@ -614,6 +659,12 @@ pub fn members(w: &mut Out, r: &crate::commands::list::ListReport) -> io::Result
             r.not_archived
         )?;
     }
+    list(
+        w,
+        "Not in the archive (no member at or under these paths; exit 1)",
+        &r.not_found,
+        |p| p.clone(),
+    )?;
     if let Some(s) = &r.stream {
         match &s.problem {
             None => writeln!(
@@ -632,6 +683,73 @@ pub fn members(w: &mut Out, r: &crate::commands::list::ListReport) -> io::Result
         }
     }
     Ok(())
+}
+
+/// `datamig list DIR`: one row per archive, oldest first.
+pub fn archives(w: &mut Out, r: &crate::commands::list_dir::ArchivesReport) -> io::Result<()> {
+    let o = w.info();
+    writeln!(o, "datamig list {}: {} archives", r.dir, r.archives.len())?;
+    writeln!(
+        o,
+        "{:<20} {:>10} {:>8} {:<8} {:<10} NAME",
+        "DATE", "SIZE", "MEMBERS", "KIND", "STATE"
+    )?;
+    for a in &r.archives {
+        writeln!(
+            o,
+            "{:<20} {:>10} {:>8} {:<8} {:<10} {}",
+            a.date,
+            human_bytes(a.size),
+            a.members.map_or("-".to_string(), |n| n.to_string()),
+            a.kind,
+            a.state,
+            a.name
+        )?;
+    }
+    let noted: Vec<_> = r.archives.iter().filter(|a| a.note.is_some()).collect();
+    list(w, "Notes", &noted, |a| {
+        format!("{}: {}", a.name, a.note.as_deref().unwrap_or(""))
+    })?;
+    writeln!(
+        w.info(),
+        "\n(from the sidecars only; `datamig verify --all {}` reads and checks every archive)",
+        r.dir
+    )
+}
+
+/// `datamig verify A B …`: a result line per archive, then what was wrong.
+pub fn verify_archives(w: &mut Out, r: &crate::verify::many::ManyReport) -> io::Result<()> {
+    writeln!(
+        w,
+        "datamig verify{}: {} archives",
+        if r.quick { " --quick" } else { "" },
+        r.archives.len()
+    )?;
+    for a in &r.archives {
+        let what = match a.result {
+            "clean" => "ok".to_string(),
+            "discrepancies" if a.discrepancies == 1 => "1 discrepancy".to_string(),
+            "discrepancies" => format!("{} discrepancies", a.discrepancies),
+            _ => "could not be checked".to_string(),
+        };
+        writeln!(w, "  {:<24} {}", what, a.archive)?;
+    }
+    for a in &r.archives {
+        if let Some(c) = &a.check
+            && !c.discrepancies.is_empty()
+        {
+            list(w, &a.archive, &c.discrepancies, |s| s.clone())?;
+        }
+    }
+    let errors: Vec<_> = r.archives.iter().filter(|a| a.error.is_some()).collect();
+    list(w, "Could not be checked", &errors, |a| {
+        format!("{}: {}", a.archive, a.error.as_deref().unwrap_or(""))
+    })?;
+    writeln!(
+        w,
+        "\nResult: {} clean, {} with discrepancies, {} could not be checked (exit {}).",
+        r.clean, r.with_discrepancies, r.errors, r.exit
+    )
 }
 
 pub fn backup(w: &mut Out, r: &crate::commands::backup::BackupReport) -> io::Result<()> {

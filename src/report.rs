@@ -69,3 +69,13 @@ report!(
     |r| r.clean(),
     render::backup
 );
+report!(
+    crate::commands::list_dir::ArchivesReport,
+    |r| r.clean(),
+    render::archives
+);
+report!(
+    crate::verify::many::ManyReport,
+    |r| r.exit == 0,
+    render::verify_archives
+);

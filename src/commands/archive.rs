@@ -48,6 +48,8 @@ pub struct ArchiveOptions {
     pub force: bool,
     /// Whether the migration check already passed, for targets that require it.
     pub migration_checked: bool,
+    /// `--accept PATH`: legacy files decided obsolete, as in `verify --migration --accept`.
+    pub migration_accept: Vec<String>,
     pub threads_for_migration: usize,
 }
 
@@ -103,14 +105,24 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     // The gate before retiring legacy data: run the migration check first.
     let mut migration_checked = opts.migration_checked;
     let mut migration_note = None;
+    let mut accepted_notes = Vec::new();
+    let gated = opts.remove_source && src.requires_migration_check;
+    if !opts.migration_accept.is_empty() && !gated {
+        bail!(
+            "--accept applies only to --remove-source of a target that requires the migration \
+             check (v2-dev-data); drop --accept"
+        );
+    }
     if opts.remove_source && src.requires_migration_check && !migration_checked && !opts.force {
         let m = crate::verify::migration::verify_migration(
             root,
             &opts.layout,
             opts.threads_for_migration,
+            &opts.migration_accept,
             &crate::progress::Silent,
         )?;
         migration_checked = m.clean();
+        accepted_notes = accepted_as_notes(&m.accepted);
         if !migration_checked {
             migration_note = Some(format!(
                 "the migration check failed ({} not migrated, {} differ, {} unmapped; see `datamig verify --migration`)",
@@ -281,7 +293,8 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
             })
         })
         .collect();
-    let notes = skipped_notes(&entries);
+    let mut notes = skipped_notes(&entries);
+    notes.extend(accepted_notes);
     let mut report = ArchiveReport {
         report: "archive",
         version: 1,
@@ -392,6 +405,22 @@ fn scan_source(
     };
     let s = scan(&spec, &crate::progress::Silent)?;
     Ok((s.entries, s.identity))
+}
+
+/// Legacy files the operator accepted as obsolete: they pass the migration
+/// gate, so the report says which, and that the archive is their only copy.
+fn accepted_as_notes(accepted: &[crate::verify::migration::Accepted]) -> Vec<PathNote> {
+    accepted
+        .iter()
+        .map(|a| PathNote {
+            path: a.legacy.clone(),
+            note: format!(
+                "accepted as obsolete by --accept {} ({}); kept only in this archive",
+                a.accepted_by,
+                a.was.replace('_', " ")
+            ),
+        })
+        .collect()
 }
 
 /// What the archive leaves out on purpose (issue 11): sockets.

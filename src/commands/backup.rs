@@ -212,6 +212,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         remove_source: false,
         force: false,
         migration_checked: false,
+        migration_accept: Vec::new(),
         threads_for_migration: opts.threads,
     };
     // Any error here (nothing to archive, name taken, failed read-back) ends
