@@ -181,6 +181,7 @@ pub fn archive(w: &mut dyn Write, r: &crate::commands::archive::ArchiveReport) -
         format!("{}: {}", n.path, n.note)
     })?;
     list(w, "Notes", &r.notes, |n| format!("{}: {}", n.path, n.note))?;
+    excluded(w, &r.excluded)?;
     list(
         w,
         "Secrets included: keep this archive private (it is mode 0600)",
@@ -531,9 +532,13 @@ pub fn backup(w: &mut dyn Write, r: &crate::commands::backup::BackupReport) -> i
     } else {
         writeln!(w, "datamig backup of {} -> {} at {}", r.root, r.dest, r.now)?;
     }
+    writeln!(w, "  target    {}", r.target)?;
+    if let Some(n) = &r.target_note {
+        writeln!(w, "  note: {n}")?;
+    }
     if let Some(why) = &r.skip_reason {
         writeln!(w, "Skipped: {why}. Nothing made, nothing removed.")?;
-        return Ok(());
+        return not_covered(w, &r.not_covered);
     }
     if let Some(v) = &r.newest_verify {
         writeln!(w, "  newest backup, verify --quick: {v}")?;
@@ -567,6 +572,7 @@ pub fn backup(w: &mut dyn Write, r: &crate::commands::backup::BackupReport) -> i
         format!("{}: {}", n.path, n.note)
     })?;
     list(w, "Notes", &r.notes, |n| format!("{}: {}", n.path, n.note))?;
+    excluded(w, &r.excluded)?;
     writeln!(w, "\nRetention ({}):", r.policy_text)?;
     if r.decisions.is_empty() {
         writeln!(w, "  no backups")?;
@@ -603,14 +609,29 @@ pub fn backup(w: &mut dyn Write, r: &crate::commands::backup::BackupReport) -> i
             w,
             "\nResult: clean; {n} {backups} {what}, {} kept.",
             r.kept.len()
-        )
+        )?;
     } else {
         writeln!(
             w,
             "\nResult: problems listed above (exit 1); {n} {backups} {what}, {} kept.",
             r.kept.len()
-        )
+        )?;
     }
+    not_covered(w, &r.not_covered)
+}
+
+/// What the walk left out on purpose, where it stopped.
+fn excluded(w: &mut dyn Write, items: &[crate::summary::PathNote]) -> io::Result<()> {
+    list(w, "Excluded (not scanned, not archived)", items, |n| {
+        format!("{}: {}", n.path, n.note)
+    })
+}
+
+/// The last lines of every backup report: what a rebuild from it would lack.
+fn not_covered(w: &mut dyn Write, items: &[crate::summary::PathNote]) -> io::Result<()> {
+    list(w, "Not covered by this backup", items, |n| {
+        format!("{} ({})", n.path, n.note)
+    })
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ pub struct InventoryOptions {
     /// Area names or paths relative to the root; empty: everything.
     pub targets: Vec<String>,
     pub excludes: Vec<String>,
+    /// `--exclude-caches`, `--exclude-if-present`.
+    pub tags: crate::scan::Tags,
     pub threads: usize,
     pub since: Option<PathBuf>,
     pub output: Option<PathBuf>,
@@ -113,6 +115,7 @@ pub fn run(opts: &InventoryOptions, progress: &dyn Progress) -> Result<Inventory
         root_dir: None,
         scope: &scope,
         excludes: &excludes,
+        tags: &opts.tags,
         area_of: &area_of,
         check_json: &check_json,
         threads: opts.threads,

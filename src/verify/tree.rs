@@ -74,6 +74,7 @@ pub fn verify_tree(opts: &TreeOptions, progress: &dyn Progress) -> Result<TreeRe
         root_dir: None,
         scope: &scope,
         excludes: &excludes,
+        tags: &crate::scan::Tags::default(),
         area_of: &area,
         check_json: &no_json,
         threads: opts.threads,
