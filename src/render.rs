@@ -126,7 +126,22 @@ pub fn inventory(w: &mut dyn Write, s: &Summary) -> io::Result<()> {
         &s.special_files,
         |n| format!("{}: {}", n.path, n.note),
     )?;
+    list(
+        w,
+        "Archive warnings: not capturable, or mishandled by some tools",
+        &s.archive_warnings,
+        |n| format!("{}: {}", n.path, n.note),
+    )?;
+    excluded(w, &s.excluded)?;
     writeln!(w)?;
+    if !s.not_scanned.is_empty() {
+        let names: Vec<&str> = s.not_scanned.iter().map(|n| n.path.as_str()).collect();
+        writeln!(
+            w,
+            "Not scanned: {} (archives and backups) — name them to include them.",
+            names.join(", ")
+        )?;
+    }
     if s.reused > 0 {
         writeln!(
             w,

@@ -215,7 +215,8 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         .iter()
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect();
-    let header = Header::new(&src.base, &opts.layout.name, created, scope);
+    let mut header = Header::new(&src.base, &opts.layout.name, created, scope);
+    header.exclude = src.excludes.iter().chain(&opts.excludes).cloned().collect();
     let (manifest_bytes, trailer) = write_manifest(Vec::new(), &header, &entries)?;
     let sums = sums_file(&entries);
     let now = jiff::Timestamp::now().as_second();
