@@ -115,7 +115,9 @@ impl Excluded {
     pub fn note(&self) -> String {
         match &self.why {
             Skip::Pattern => "matches an exclude pattern; not scanned".into(),
-            Skip::Cache => "cache directory (CACHEDIR.TAG, --exclude-caches); only the tag kept".into(),
+            Skip::Cache => {
+                "cache directory (CACHEDIR.TAG, --exclude-caches); only the tag kept".into()
+            }
             Skip::Tag(n) => format!(
                 "holds {} (--exclude-if-present); only that file kept",
                 String::from_utf8_lossy(n)

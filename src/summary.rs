@@ -245,7 +245,9 @@ fn archive_warning(e: &Entry) -> Option<String> {
     if let Some(p) = &e.problem
         && !p.starts_with(problem::INVALID_JSON)
     {
-        return Some(format!("not capturable now ({p}); an archive would flag it"));
+        return Some(format!(
+            "not capturable now ({p}); an archive would flag it"
+        ));
     }
     let secs = e.mtime_ns.div_euclid(1_000_000_000);
     if secs > i64::from(i32::MAX) {

@@ -112,7 +112,8 @@ fn issue_12_4_backup_of_the_fixture_root_holds_secrets_and_names_what_it_leaves_
         "foo",
     ] {
         assert!(
-            !m.iter().any(|x| x == never || x.starts_with(&format!("{never}/"))),
+            !m.iter()
+                .any(|x| x == never || x.starts_with(&format!("{never}/"))),
             "{never} is in the backup"
         );
     }
@@ -200,11 +201,17 @@ fn issue_12_4_a_layout_without_a_backup_target_backs_up_v2_and_says_so() {
     assert_eq!(c, 0, "{err}");
     assert_eq!(r["target"], "v2");
     assert!(
-        r["target_note"].as_str().unwrap().contains("no \"backup\" target"),
+        r["target_note"]
+            .as_str()
+            .unwrap()
+            .contains("no \"backup\" target"),
         "{r:#}"
     );
     let nc = notes(&r, "not_covered");
-    let secret = nc.iter().find(|(p, _)| p == "auth-keys/").expect("auth-keys named");
+    let secret = nc
+        .iter()
+        .find(|(p, _)| p == "auth-keys/")
+        .expect("auth-keys named");
     assert!(secret.1.contains("kind secret"), "{secret:?}");
     assert!(nc.iter().any(|(p, _)| p == ".hub-secret"), "{nc:?}");
 }
@@ -218,12 +225,16 @@ fn issue_12_5_npm_caches_are_left_out_by_the_layout_and_reported() {
     assert_eq!(c, 0, "{err}");
     let m = members(&archive_of(&r));
     assert!(!m.iter().any(|x| x.contains("/.npm")), "{m:?}");
-    assert!(m.iter().any(|x| x == "instances/Bastion-11a9/.bashrc" || x.starts_with("instances/Bastion-11a9/.claude")));
+    assert!(m.iter().any(|x| x == "instances/Bastion-11a9/.bashrc"
+        || x.starts_with("instances/Bastion-11a9/.claude")));
     let ex = notes(&r, "excluded");
     let paths: Vec<&str> = ex.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(
         paths,
-        ["instances/Bastion-11a9/.npm", "instances/Crossing-7c2e/.npm"]
+        [
+            "instances/Bastion-11a9/.npm",
+            "instances/Crossing-7c2e/.npm"
+        ]
     );
     assert_eq!(r["excluded_count"], 2);
     // The manifest records the pattern, so `verify --tree` of the root
@@ -231,7 +242,10 @@ fn issue_12_5_npm_caches_are_left_out_by_the_layout_and_reported() {
     let manifest = format!("{}.manifest.jsonl", archive_of(&r).display());
     let header = std::fs::read_to_string(&manifest).unwrap();
     let header: Value = serde_json::from_str(header.lines().next().unwrap()).unwrap();
-    assert_eq!(header["exclude"], serde_json::json!(["instances/*/.npm/**"]));
+    assert_eq!(
+        header["exclude"],
+        serde_json::json!(["instances/*/.npm/**"])
+    );
 }
 
 /// A root with three directories under `instances/x`: a real cache (tagged),
@@ -239,10 +253,18 @@ fn issue_12_5_npm_caches_are_left_out_by_the_layout_and_reported() {
 fn tagged_root(t: &Path) -> PathBuf {
     let root = t.join("root");
     write(&root, "instances/x/preferences.json", b"{}\n");
-    write(&root, "instances/x/cache/CACHEDIR.TAG", &[SIGNATURE, b"\n# a cache\n"].concat());
+    write(
+        &root,
+        "instances/x/cache/CACHEDIR.TAG",
+        &[SIGNATURE, b"\n# a cache\n"].concat(),
+    );
     write(&root, "instances/x/cache/blob", b"regenerable\n");
     write(&root, "instances/x/cache/deep/more", b"regenerable\n");
-    write(&root, "instances/x/fake/CACHEDIR.TAG", b"Signature: 0000000000000000000000000000000\n");
+    write(
+        &root,
+        "instances/x/fake/CACHEDIR.TAG",
+        b"Signature: 0000000000000000000000000000000\n",
+    );
     write(&root, "instances/x/fake/keep-me", b"real data\n");
     write(&root, "instances/x/scratch/.nobackup", b"");
     write(&root, "instances/x/scratch/tmp.bin", b"scratch\n");
@@ -269,18 +291,34 @@ fn issue_12_5_exclude_caches_if_present_and_globs_in_backup_archive_and_inventor
     let m = members(&archive_of(&r));
     let has = |p: &str| m.iter().any(|x| x == p);
     // Tagged: the directory and its tag stay, nothing else below.
-    assert!(has("instances/x/cache") && has("instances/x/cache/CACHEDIR.TAG"), "{m:?}");
-    assert!(!has("instances/x/cache/blob") && !has("instances/x/cache/deep"), "{m:?}");
-    assert!(has("instances/x/scratch/.nobackup") && !has("instances/x/scratch/tmp.bin"), "{m:?}");
+    assert!(
+        has("instances/x/cache") && has("instances/x/cache/CACHEDIR.TAG"),
+        "{m:?}"
+    );
+    assert!(
+        !has("instances/x/cache/blob") && !has("instances/x/cache/deep"),
+        "{m:?}"
+    );
+    assert!(
+        has("instances/x/scratch/.nobackup") && !has("instances/x/scratch/tmp.bin"),
+        "{m:?}"
+    );
     // A wrong signature is no tag; a similar name is no tag.
     assert!(has("instances/x/fake/keep-me"), "{m:?}");
     assert!(has("instances/x/notes/n.md"), "{m:?}");
-    assert!(!has("instances/x/junk.log") && has("instances/x/preferences.json"), "{m:?}");
+    assert!(
+        !has("instances/x/junk.log") && has("instances/x/preferences.json"),
+        "{m:?}"
+    );
     let ex = notes(&r, "excluded");
     let paths: Vec<&str> = ex.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(
         paths,
-        ["instances/x/cache", "instances/x/junk.log", "instances/x/scratch"]
+        [
+            "instances/x/cache",
+            "instances/x/junk.log",
+            "instances/x/scratch"
+        ]
     );
     assert!(ex[0].1.contains("CACHEDIR.TAG"), "{ex:?}");
     assert!(ex[2].1.contains(".nobackup"), "{ex:?}");
@@ -304,7 +342,11 @@ fn issue_12_5_exclude_caches_if_present_and_globs_in_backup_archive_and_inventor
     let a = common::json_of(&out);
     let am = members(&archive_of(&a));
     assert!(am.iter().any(|x| x == "x/cache/CACHEDIR.TAG"), "{am:?}");
-    assert!(!am.iter().any(|x| x == "x/cache/blob" || x == "x/scratch/tmp.bin"), "{am:?}");
+    assert!(
+        !am.iter()
+            .any(|x| x == "x/cache/blob" || x == "x/scratch/tmp.bin"),
+        "{am:?}"
+    );
     assert_eq!(a["excluded_count"], 2);
 
     // inventory previews the same: its files0 list lacks what was skipped.
@@ -370,7 +412,10 @@ fn issue_12_5_bad_target_excludes_are_refused_naming_the_target() {
         OsStr::new("layout"),
     ]);
     assert_eq!(c, 2);
-    assert!(err.contains("target \"p\"") && err.contains("must start with"), "{err}");
+    assert!(
+        err.contains("target \"p\"") && err.contains("must start with"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -396,12 +441,18 @@ fn issue_12_12_inventory_leaves_out_archives_and_backups_by_default() {
         .collect();
     assert!(bad.is_empty(), "{bad:?}");
     assert!(
-        std::fs::read_dir(root.join("backups")).unwrap().next().is_some(),
+        std::fs::read_dir(root.join("backups"))
+            .unwrap()
+            .next()
+            .is_some(),
         "the fixture has backups to leave out"
     );
 
     let (_, s, _) = common::inventory_json(&root, &[]);
-    assert_eq!(common::note_paths(&s, "not_scanned"), ["archive/", "backups/"]);
+    assert_eq!(
+        common::note_paths(&s, "not_scanned"),
+        ["archive/", "backups/"]
+    );
     // Naming them includes them.
     let (_, s, _) = common::inventory_json(&root, &[OsStr::new("backups")]);
     assert_eq!(s["not_scanned"], serde_json::json!([]));
@@ -412,10 +463,7 @@ fn issue_12_12_inventory_leaves_out_archives_and_backups_by_default() {
         OsStr::new("inventory"),
     ]);
     let text = String::from_utf8_lossy(&out);
-    assert!(
-        text.contains("Not scanned: archive/, backups/"),
-        "{text}"
-    );
+    assert!(text.contains("Not scanned: archive/, backups/"), "{text}");
 }
 
 #[test]
@@ -465,7 +513,11 @@ fn issue_12_12_inventory_warns_about_mtimes_past_2038_and_before_1970_and_socket
     let paths: Vec<&str> = w.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(
         paths,
-        ["instances/x/future.md", "instances/x/old.md", "instances/x/sock"],
+        [
+            "instances/x/future.md",
+            "instances/x/old.md",
+            "instances/x/sock"
+        ],
         "{w:?}"
     );
     assert!(w[0].1.contains("past 2038"), "{w:?}");

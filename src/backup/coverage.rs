@@ -128,7 +128,13 @@ mod tests {
         assert_eq!(why("backups").as_deref(), Some("the backups themselves"));
         assert_eq!(why("worktrees").as_deref(), Some("code checkout"));
         assert_eq!(why("foo").as_deref(), Some("not in the layout"));
-        for covered in ["instances", "auth-keys", ".hub-secret", "shared-config", "vacation"] {
+        for covered in [
+            "instances",
+            "auth-keys",
+            ".hub-secret",
+            "shared-config",
+            "vacation",
+        ] {
             assert_eq!(why(covered), None, "{covered}");
         }
     }

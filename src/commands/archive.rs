@@ -20,13 +20,13 @@ use crate::atomic::AtomicFile;
 use crate::entry::{Entry, hex};
 use crate::frames::{ArchiveIndex, FrameWriter};
 use crate::layout::{Layout, build_globset};
-use globset::GlobSet;
 use crate::manifest::{Header, write_manifest};
 use crate::progress::Progress;
 use crate::render::sha256sum_line;
 use crate::scan::{Excluded, ScanSpec, Tags, scan};
 use crate::summary::PathNote;
 use crate::tarfmt::END_OF_ARCHIVE;
+use globset::GlobSet;
 
 #[derive(Debug, Clone)]
 pub struct ArchiveOptions {

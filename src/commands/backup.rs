@@ -13,8 +13,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::archive::{EXTENSION, ensure_dest, resolve_source};
-use crate::backup::retention::{self, Action, Decision, Policy};
 use crate::backup::coverage::{backup_target, not_covered};
+use crate::backup::retention::{self, Action, Decision, Policy};
 use crate::backup::{self, Existing, file_name, lock};
 use crate::commands::archive::{ArchiveOptions, ArchiveReport, source_excludes};
 use crate::layout::Layout;

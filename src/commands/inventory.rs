@@ -157,12 +157,21 @@ pub fn run(opts: &InventoryOptions, progress: &dyn Progress) -> Result<Inventory
     });
     let previous = previous?;
     let result = scan::hash(&spec, listing?, previous.as_ref(), progress);
+    // The manifest records the patterns the scan applied, so `verify --tree`
+    // applies them too; the default scope's only for areas that are there.
+    let mut recorded = opts.excludes.clone();
+    for p in &left_out {
+        if result.excluded.iter().any(|x| x.path == p.as_bytes()) {
+            recorded.push(globset::escape(p));
+            recorded.push(format!("{}/**", globset::escape(p)));
+        }
+    }
     // The summary and the manifest only read the entries: build both at once.
     let (mut summary, written) = std::thread::scope(|s| {
         let writer = opts
             .output
             .as_deref()
-            .map(|out| s.spawn(|| write_output(opts, &scope, &patterns, out, &result.entries)));
+            .map(|out| s.spawn(|| write_output(opts, &scope, &recorded, out, &result.entries)));
         let summary = summarize(&opts.root, &opts.layout, &result.entries);
         let written = writer
             .map(|h| h.join().expect("manifest writer panicked"))

@@ -67,9 +67,8 @@ pub fn verify_tree(opts: &TreeOptions, progress: &dyn Progress) -> Result<TreeRe
         .map(|s| s.as_bytes().to_vec())
         .collect();
     // What the manifest's scan skipped on purpose is not "new" now.
-    let excludes = crate::layout::build_globset(&old.header.exclude).with_context(|| {
-        format!("{}: its header's exclude patterns", opts.manifest.display())
-    })?;
+    let excludes = crate::layout::build_globset(&old.header.exclude)
+        .with_context(|| format!("{}: its header's exclude patterns", opts.manifest.display()))?;
     let area = |_: &[u8]| String::new();
     let no_json = |_: &[u8]| false;
     let spec = ScanSpec {
