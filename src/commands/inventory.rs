@@ -120,6 +120,14 @@ pub fn run(opts: &InventoryOptions, progress: &dyn Progress) -> Result<Inventory
     let scope = resolve_scope(&opts.root, &opts.layout, &opts.targets)?;
     let left_out = not_scanned_by_default(&opts.layout, &opts.targets);
     let mut patterns = opts.excludes.clone();
+    // A named archive target brings its own excludes, so the preview lists
+    // what `archive TARGET` would take (both are relative to the root here).
+    for t in opts.targets.iter().filter_map(|a| opts.layout.target(a)) {
+        if opts.layout.area(&t.name).is_none() {
+            patterns.extend(t.exclude.iter().cloned());
+        }
+    }
+    let asked = patterns.clone();
     for p in &left_out {
         patterns.push(globset::escape(p));
         patterns.push(format!("{}/**", globset::escape(p)));
@@ -159,7 +167,7 @@ pub fn run(opts: &InventoryOptions, progress: &dyn Progress) -> Result<Inventory
     let result = scan::hash(&spec, listing?, previous.as_ref(), progress);
     // The manifest records the patterns the scan applied, so `verify --tree`
     // applies them too; the default scope's only for areas that are there.
-    let mut recorded = opts.excludes.clone();
+    let mut recorded = asked;
     for p in &left_out {
         if result.excluded.iter().any(|x| x.path == p.as_bytes()) {
             recorded.push(globset::escape(p));
