@@ -312,6 +312,21 @@ mod tests {
     }
 
     #[test]
+    fn target_excludes_are_rebased_onto_a_single_path_target() {
+        let l = Layout::parse(
+            "name = 'x'\n[[target]]\nname = 'i'\nprefix = 'i'\npaths = ['instances']\nexclude = ['instances/*/.npm/**', '**/CACHE']\n",
+            "t",
+        )
+        .unwrap();
+        let t = l.target("i").unwrap();
+        assert_eq!(t.excludes_below(b"instances"), ["*/.npm/**", "**/CACHE"]);
+        assert_eq!(t.excludes_below(b""), ["instances/*/.npm/**", "**/CACHE"]);
+        let b = Layout::default_layout();
+        assert_eq!(b.target("backup").unwrap().exclude, ["instances/*/.npm/**"]);
+        assert!(b.target("v2").unwrap().exclude.is_empty());
+    }
+
+    #[test]
     fn bad_layouts_are_refused_with_a_reason() {
         let e = Layout::parse(
             "name = 'x'\n[[area]]\nname='a'\npath='../etc'\nkind='v2'\n",
