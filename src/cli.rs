@@ -68,6 +68,9 @@ pub enum Command {
     /// The nightly job: a verified, UTC-stamped archive of the V2 data in <root>/backups/, then retention
     #[command(after_help = EXIT_CODES)]
     Backup(BackupArgs),
+    /// Copy an archive and its sidecars off-site (s3://BUCKET/PREFIX or a directory), never overwriting, then read the copy back
+    #[command(after_help = COPY_HELP)]
+    Copy(CopyArgs),
     /// Print the effective layout (TOML) so it can be copied and edited
     Layout,
     /// Print a shell completion script (e.g. `datamig completions bash > /etc/bash_completion.d/datamig`)
@@ -90,6 +93,7 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::List(_) => "list",
             Command::Backup(_) => "backup",
+            Command::Copy(_) => "copy",
             Command::Layout => "layout",
             Command::Completions { .. } => "completions",
             Command::Man => "man",
@@ -123,6 +127,7 @@ pub fn report_name_of_args(args: &[std::ffi::OsString]) -> &'static str {
         Some("restore") => "restore",
         Some("list") => "list",
         Some("backup") => "backup",
+        Some("copy") => "copy",
         Some("layout") => "layout",
         Some("completions") => "completions",
         Some("man") => "man",
@@ -180,6 +185,26 @@ pub struct RestoreArgs {
     /// Do not restore owners (they are restored by default when run as root)
     #[arg(long)]
     pub no_same_owner: bool,
+}
+
+const COPY_HELP: &str = "\
+S3 configuration (as every S3 tool reads it):
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, or AWS_PROFILE
+  with ~/.aws/config and ~/.aws/credentials; AWS_REGION; AWS_ENDPOINT_URL for a
+  non-AWS store (MinIO, Ceph RGW, Garage: path-style, http:// allowed)
+
+Exit codes:
+  0  copied, and the copy read back equals the archive
+  1  copied, but the copy read back differs (listed)
+  2  could not run (incomplete archive, a name already taken there, store errors)";
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The .tar.zst archive to copy (its .sha256 and .manifest.jsonl sidecars go with it)
+    pub archive: PathBuf,
+    /// Where to: s3://BUCKET/PREFIX, or a local directory
+    #[arg(value_name = "URL")]
+    pub to: String,
 }
 
 #[derive(Debug, Args)]
@@ -517,6 +542,22 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             emit(&mut out, g.json, &report, render::archive)?;
             out.flush().context("cannot write to stdout")?;
             Ok(if report.clean() {
+                Outcome::Clean
+            } else {
+                Outcome::Problems
+            })
+        }
+        Command::Copy(a) => {
+            let opts = commands::copy::CopyOptions {
+                archive: a.archive.clone(),
+                to: crate::remote::Location::parse(&a.to)?,
+                tuning: crate::remote::Tuning::from_env()?,
+            };
+            let r = commands::copy::run(&opts)?;
+            let mut out = std::io::BufWriter::new(&mut stdout);
+            emit(&mut out, g.json, &r, render::copy)?;
+            out.flush().context("cannot write to stdout")?;
+            Ok(if r.clean() {
                 Outcome::Clean
             } else {
                 Outcome::Problems

@@ -643,3 +643,38 @@ mod tests {
         assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 }
+
+pub fn copy(w: &mut dyn Write, r: &crate::commands::copy::CopyReport) -> io::Result<()> {
+    writeln!(w, "datamig copy {} -> {}", r.archive, r.to)?;
+    list(
+        w,
+        "Unfinished uploads of a dead run, aborted",
+        &r.aborted_uploads,
+        |u| u.clone(),
+    )?;
+    list(w, "Uploaded", &r.uploaded, |c| {
+        format!("{}  ({})", c.url, human_bytes(c.bytes))
+    })?;
+    writeln!(
+        w,
+        "\nRead back: {} bytes, SHA-256 {} ({} the .sha256 sidecar).",
+        r.remote_bytes,
+        r.remote_sha256,
+        if r.remote_sha256 == r.archive_sha256 {
+            "equals"
+        } else {
+            "DIFFERS from"
+        }
+    )?;
+    list(w, "Discrepancies", &r.discrepancies, |d| d.clone())?;
+    if r.clean() {
+        writeln!(
+            w,
+            "Result: clean, the copy is the archive ({:.1}s).",
+            r.seconds
+        )?;
+    } else {
+        writeln!(w, "Result: the copy does not match (exit 1).")?;
+    }
+    Ok(())
+}

@@ -2,5 +2,6 @@
 
 pub mod archive;
 pub mod backup;
+pub mod copy;
 pub mod inventory;
 pub mod list;
