@@ -209,7 +209,8 @@ pub struct CopyArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The .tar.zst archive whose members to list
+    /// The .tar.zst archive whose members to list; or s3://BUCKET/PREFIX/NAME.tar.zst,
+    /// or s3://BUCKET/PREFIX for the archives there
     pub archive: PathBuf,
 }
 
@@ -477,7 +478,19 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                     "name the ARCHIVE to verify (or use --tree DIR MANIFEST, or --migration)",
                 )?;
                 let r =
-                    crate::verify::archive::verify_archive(&archive, a.quick, progress.as_ref())?;
+                    match crate::remote::Location::parse_archive_url(&archive.to_string_lossy())? {
+                        Some((loc, name)) => crate::verify::remote::verify_quick(
+                            &loc,
+                            &name,
+                            a.quick,
+                            progress.as_ref(),
+                        )?,
+                        None => crate::verify::archive::verify_archive(
+                            &archive,
+                            a.quick,
+                            progress.as_ref(),
+                        )?,
+                    };
                 emit(&mut out, g.json, &r, render::verify_archive)?;
                 r.clean()
             };
@@ -508,6 +521,9 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             })
         }
         Command::List(a) => {
+            if let Some(r) = list_remote(a, g.json, &mut stdout)? {
+                return Ok(r);
+            }
             let r = commands::list::run(&a.archive)?;
             let mut out = std::io::BufWriter::new(&mut stdout);
             emit(&mut out, g.json, &r, render::members)?;
@@ -592,6 +608,31 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             })
         }
     }
+}
+
+/// `datamig list s3://…`: a remote archive's members, or the archives at a
+/// location. None for a local path.
+fn list_remote(a: &ListArgs, json: bool, stdout: &mut dyn Write) -> Result<Option<Outcome>> {
+    let arg = a.archive.to_string_lossy();
+    let mut out = std::io::BufWriter::new(stdout);
+    let clean = if let Some((loc, name)) = crate::remote::Location::parse_archive_url(&arg)? {
+        let r = commands::remote_list::archive(&loc, &name)?;
+        emit(&mut out, json, &r, render::members)?;
+        r.clean()
+    } else if arg.starts_with("s3://") {
+        let loc = crate::remote::Location::parse(&arg)?;
+        let r = commands::remote_list::location(&loc)?;
+        emit(&mut out, json, &r, render::location)?;
+        r.clean()
+    } else {
+        return Ok(None);
+    };
+    out.flush().context("cannot write to stdout")?;
+    Ok(Some(if clean {
+        Outcome::Clean
+    } else {
+        Outcome::Problems
+    }))
 }
 
 /// One owner for a report: JSON when asked, else the human renderer.

@@ -678,3 +678,33 @@ pub fn copy(w: &mut dyn Write, r: &crate::commands::copy::CopyReport) -> io::Res
     }
     Ok(())
 }
+
+pub fn location(
+    w: &mut dyn Write,
+    r: &crate::commands::remote_list::LocationReport,
+) -> io::Result<()> {
+    writeln!(w, "datamig list {}", r.location)?;
+    if r.archives.is_empty() {
+        writeln!(w, "  no archives there")?;
+    }
+    list(w, "Archives", &r.archives, |a| {
+        format!(
+            "{}  {}  {}{}",
+            a.name,
+            human_bytes(a.size),
+            a.modified.as_deref().unwrap_or("-"),
+            if a.complete {
+                ""
+            } else {
+                "  INCOMPLETE: a sidecar is missing"
+            }
+        )
+    })?;
+    list(
+        w,
+        "Sidecars without their archive",
+        &r.orphan_sidecars,
+        |s| s.clone(),
+    )?;
+    Ok(())
+}

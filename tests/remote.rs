@@ -314,3 +314,81 @@ fn store_failures_are_one_line_exit_2() {
         "credentials never appear in an error: {err}"
     );
 }
+
+/// `datamig ARGS` against the server: (exit code, JSON report, stderr).
+fn datamig_json(moto: &Moto, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut c = common::cmd(["--json"]);
+    c.args(args);
+    moto.env(&mut c);
+    let o = output_within(&mut c, DEADLINE);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    (code(&o), json_of(&o.stdout), err)
+}
+
+#[test]
+fn list_and_verify_quick_read_a_remote_copy() {
+    let t = common::tempdir();
+    let a = archive_of(t.path(), 6);
+    let name = a.file_name().unwrap().to_str().unwrap().to_string();
+    let moto = Moto::start("copies");
+    let url = moto.url("nightly");
+    let (rc, _, err) = copy(Some(&moto), &a, &url);
+    assert_eq!(rc, 0, "{err}");
+    let obj = format!("{url}/{name}");
+
+    let (rc, rep, err) = datamig_json(&moto, &["list", &url]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(rep["location"], "s3://copies/nightly");
+    let archives = rep["archives"].as_array().unwrap();
+    assert_eq!(archives.len(), 1, "{rep}");
+    assert_eq!(archives[0]["name"], name.as_str());
+    assert_eq!(archives[0]["size"], std::fs::metadata(&a).unwrap().len());
+    assert_eq!(archives[0]["complete"], true);
+    assert!(archives[0]["modified"].is_string(), "{rep}");
+
+    // The remote list of members equals the local one.
+    let (rc, remote, err) = datamig_json(&moto, &["list", &obj]);
+    assert_eq!(rc, 0, "{err}");
+    let (rc, local, err) = datamig_json(&moto, &["list", a.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(remote["members"], local["members"]);
+    assert_eq!(remote["manifest"], "sidecar");
+    assert_eq!(remote["archive"], obj.as_str());
+
+    let (rc, v, err) = datamig_json(&moto, &["verify", "--quick", &obj]);
+    assert_eq!(rc, 0, "{err}\n{v}");
+    assert_eq!(v["report"], "verify-archive");
+    assert_eq!(v["sidecar_sha256"], "ok");
+    assert_eq!(v["sidecar_manifest"], "agrees");
+    assert_eq!(v["embedded_manifest"], "ok");
+    assert_eq!(v["archive_sha256"], local_sha256(&a));
+
+    // Without its manifest sidecar the archive is listed from the manifest
+    // inside it (ranged reads of its tail), and is no longer complete.
+    let (status, _) = moto.http("DELETE", &format!("/copies/nightly/{name}.manifest.jsonl"));
+    assert!(status < 300);
+    let (rc, rep, _) = datamig_json(&moto, &["list", &url]);
+    assert_eq!(rc, 1);
+    assert_eq!(rep["archives"][0]["complete"], false);
+    let (rc, remote, err) = datamig_json(&moto, &["list", &obj]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(remote["manifest"], "embedded");
+    assert_eq!(remote["members"], local["members"]);
+    let (rc, v, _) = datamig_json(&moto, &["verify", "--quick", &obj]);
+    assert_eq!(rc, 1, "{v}");
+    assert_eq!(v["sidecar_manifest"], "absent");
+
+    // A .sha256 that does not match the remote bytes is a discrepancy.
+    moto.put(
+        &format!("nightly/{name}.sha256"),
+        format!("{}  {name}\n", "0".repeat(64)).as_bytes(),
+    );
+    let (rc, v, _) = datamig_json(&moto, &["verify", "--quick", &obj]);
+    assert_eq!(rc, 1, "{v}");
+    assert_eq!(v["sidecar_sha256"], "mismatch");
+}
+
+fn local_sha256(a: &Path) -> String {
+    let line = String::from_utf8(read(&with_suffix(a, ".sha256"))).unwrap();
+    line.split_whitespace().next().unwrap().to_string()
+}

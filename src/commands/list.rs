@@ -81,6 +81,11 @@ pub fn run(archive: &PathBuf) -> Result<ListReport> {
             "embedded",
         )
     };
+    Ok(from_manifest(archive.display().to_string(), &m, source))
+}
+
+/// The members a manifest records (`source`: "sidecar" or "embedded").
+pub fn from_manifest(archive: String, m: &Manifest, source: &'static str) -> ListReport {
     let not_archived = m.entries.iter().filter(|e| e.pos.is_none()).count() as u64;
     let members = m
         .entries
@@ -102,16 +107,16 @@ pub fn run(archive: &PathBuf) -> Result<ListReport> {
             gid: e.gid as u64,
         })
         .collect();
-    Ok(ListReport {
+    ListReport {
         report: "list",
         version: 1,
-        archive: archive.display().to_string(),
+        archive,
         manifest: source,
         members,
         not_archived,
         note: None,
         stream: None,
-    })
+    }
 }
 
 /// No manifest anywhere: decode the whole stream and list what each tar

@@ -5,3 +5,4 @@ pub mod backup;
 pub mod copy;
 pub mod inventory;
 pub mod list;
+pub mod remote_list;

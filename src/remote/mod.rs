@@ -10,7 +10,10 @@
 //! command written against [`Store`] works for both.
 
 mod dir;
+mod file;
 mod s3;
+
+pub use file::RemoteFile;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -58,6 +61,23 @@ impl Location {
             bail!("an empty location was given; name s3://BUCKET/PREFIX or a directory");
         }
         Ok(Location::Dir(PathBuf::from(s)))
+    }
+
+    /// `s3://BUCKET/PREFIX/NAME.tar.zst`: the location and the archive's
+    /// name; None for anything else (a location, or a local path, which the
+    /// local commands handle as before).
+    pub fn parse_archive_url(s: &str) -> Result<Option<(Location, String)>> {
+        if !s.starts_with("s3://") {
+            return Ok(None);
+        }
+        let trimmed = s.trim_end_matches('/');
+        let Some((loc, name)) = trimmed.rsplit_once('/') else {
+            return Ok(None);
+        };
+        if !name.ends_with(crate::archive::EXTENSION) || loc == "s3:/" {
+            return Ok(None);
+        }
+        Ok(Some((Location::parse(loc)?, name.to_string())))
     }
 
     /// The location as the operator wrote it (for reports and errors).
@@ -323,6 +343,25 @@ mod tests {
         assert_eq!(
             Location::parse("s3://b-1/x").unwrap().url_of("a.tar.zst"),
             "s3://b-1/x/a.tar.zst"
+        );
+    }
+
+    #[test]
+    fn archive_urls_split_into_location_and_name() {
+        let (loc, name) = Location::parse_archive_url("s3://b-1/x/y/a-20251225.tar.zst")
+            .unwrap()
+            .unwrap();
+        assert_eq!(loc.url(), "s3://b-1/x/y");
+        assert_eq!(name, "a-20251225.tar.zst");
+        let (loc, _) = Location::parse_archive_url("s3://b-1/a.tar.zst")
+            .unwrap()
+            .unwrap();
+        assert_eq!(loc.url(), "s3://b-1");
+        assert!(Location::parse_archive_url("s3://b-1/x").unwrap().is_none());
+        assert!(
+            Location::parse_archive_url("/tmp/a.tar.zst")
+                .unwrap()
+                .is_none()
         );
     }
 

@@ -352,7 +352,17 @@ pub fn read_embedded(
     frame_offset: u64,
     offset_in_frame: u64,
 ) -> Result<Vec<u8>> {
-    let f = File::open(archive)?;
+    read_embedded_from(File::open(archive)?, len, frame_offset, offset_in_frame)
+}
+
+/// `read_embedded` from any random-access source (a local file, or a remote
+/// archive read by ranged GETs).
+pub fn read_embedded_from<F: std::os::unix::fs::FileExt>(
+    f: F,
+    len: u64,
+    frame_offset: u64,
+    offset_in_frame: u64,
+) -> Result<Vec<u8>> {
     let mut fr = FrameReader::new(f, len, frame_offset)?;
     std::io::copy(&mut (&mut fr).take(offset_in_frame), &mut std::io::sink())?;
     let mut tar = TarReader::new(fr);

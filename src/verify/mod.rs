@@ -4,4 +4,5 @@
 pub mod archive;
 pub mod foreign;
 pub mod migration;
+pub mod remote;
 pub mod tree;

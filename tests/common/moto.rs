@@ -118,14 +118,29 @@ impl Moto {
     }
 
     fn try_http(&self, method: &str, path: &str) -> Option<(u16, String)> {
+        self.try_send(method, path, b"")
+    }
+
+    /// Put `body` under `key`, unconditionally (as a hostile or careless
+    /// writer would).
+    pub fn put(&self, key: &str, body: &[u8]) {
+        let (status, text) = self
+            .try_send("PUT", &format!("/{}/{key}", self.bucket), body)
+            .expect("moto answers");
+        assert_eq!(status, 200, "PUT {key}: {text}");
+    }
+
+    fn try_send(&self, method: &str, path: &str, body: &[u8]) -> Option<(u16, String)> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{AUTH}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{AUTH}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.port,
+            body.len()
         )
         .ok()?;
+        s.write_all(body).ok()?;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).ok()?;
         let text = String::from_utf8_lossy(&raw).into_owned();
