@@ -170,7 +170,7 @@ struct LayoutReport<'a> {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The .tar.zst archive to restore from
+    /// The .tar.zst archive to restore from (or s3://BUCKET/PREFIX/NAME.tar.zst)
     pub archive: PathBuf,
     /// Directory to restore into (created if missing; must be empty unless --overwrite)
     #[arg(long, value_name = "DIR")]
@@ -508,6 +508,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 paths: a.paths.clone(),
                 overwrite: a.overwrite,
                 same_owner: !a.no_same_owner,
+                remote: crate::remote::Location::parse_archive_url(&a.archive.to_string_lossy())?,
             };
             let progress = progress::for_cli(g.quiet);
             let r = crate::restore::restore(&opts, progress.as_ref())?;
