@@ -613,37 +613,6 @@ pub fn backup(w: &mut dyn Write, r: &crate::commands::backup::BackupReport) -> i
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sha256sum_escaping_matches_gnu() {
-        let h = [0u8; 32];
-        let z = "0".repeat(64);
-        assert_eq!(
-            sha256sum_line(&h, b"a b"),
-            format!("{z}  a b\n").into_bytes()
-        );
-        assert_eq!(
-            sha256sum_line(&h, b"a\nb"),
-            format!("\\{z}  a\\nb\n").into_bytes()
-        );
-        assert_eq!(
-            sha256sum_line(&h, b"a\\b"),
-            format!("\\{z}  a\\\\b\n").into_bytes()
-        );
-    }
-
-    #[test]
-    fn human_bytes_table() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
-    }
-}
-
 pub fn copy(w: &mut dyn Write, r: &crate::commands::copy::CopyReport) -> io::Result<()> {
     writeln!(w, "datamig copy {} -> {}", r.archive, r.to)?;
     list(
@@ -707,4 +676,35 @@ pub fn location(
         |s| s.clone(),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256sum_escaping_matches_gnu() {
+        let h = [0u8; 32];
+        let z = "0".repeat(64);
+        assert_eq!(
+            sha256sum_line(&h, b"a b"),
+            format!("{z}  a b\n").into_bytes()
+        );
+        assert_eq!(
+            sha256sum_line(&h, b"a\nb"),
+            format!("\\{z}  a\\nb\n").into_bytes()
+        );
+        assert_eq!(
+            sha256sum_line(&h, b"a\\b"),
+            format!("\\{z}  a\\\\b\n").into_bytes()
+        );
+    }
+
+    #[test]
+    fn human_bytes_table() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
 }

@@ -97,8 +97,7 @@ pub fn remote_manifest(
     if store.stat(&side)?.is_some() {
         let mut bytes = Vec::new();
         store.read_all(&side, &mut |b| bytes.extend_from_slice(b))?;
-        let m = Manifest::read(&bytes[..])
-            .with_context(|| format!("{}", store.location().url_of(&side)))?;
+        let m = Manifest::read(&bytes[..]).with_context(|| store.location().url_of(&side))?;
         return Ok((m, "sidecar", bytes, 0));
     }
     let (m, bytes, cost) = embedded_manifest(store, name)?;
