@@ -479,7 +479,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 )?;
                 let r =
                     match crate::remote::Location::parse_archive_url(&archive.to_string_lossy())? {
-                        Some((loc, name)) => crate::verify::remote::verify_quick(
+                        Some((loc, name)) => crate::verify::remote::verify_remote(
                             &loc,
                             &name,
                             a.quick,

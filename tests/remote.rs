@@ -462,3 +462,41 @@ fn restore_from_a_remote_copy_fetches_only_what_it_needs() {
     let read_all = rep["archive_bytes_read"].as_u64().unwrap();
     assert!((size..size + (64 << 10)).contains(&read_all), "{rep}");
 }
+
+/// A full remote verify decodes every member (ranged GETs) against the
+/// manifest; a remote copy with one flipped byte names the damaged member.
+#[test]
+fn full_verify_of_a_remote_copy_checks_every_member() {
+    let t = common::tempdir();
+    let a = archive_of(t.path(), 6);
+    let name = a.file_name().unwrap().to_str().unwrap().to_string();
+    let moto = Moto::start("copies");
+    let (rc, _, err) = copy(Some(&moto), &a, &moto.url("good"));
+    assert_eq!(rc, 0, "{err}");
+    let (rc, v, err) = datamig_json(&moto, &["verify", &format!("{}/{name}", moto.url("good"))]);
+    assert_eq!(rc, 0, "{err}\n{v}");
+    assert_eq!(v["quick"], false);
+    assert_eq!(v["members"]["ok"], 4, "{v}");
+    assert_eq!(v["archive_sha256"], local_sha256(&a));
+
+    // The same archive with one byte flipped inside big.bin's frames, next to
+    // the true sidecars (as a store that rotted it would hold it).
+    let mut bytes = read(&a);
+    bytes[1 << 20] ^= 0x01;
+    moto.put(&format!("bad/{name}"), &bytes);
+    for suffix in [".sha256", ".manifest.jsonl"] {
+        moto.put(
+            &format!("bad/{name}{suffix}"),
+            &read(&with_suffix(&a, suffix)),
+        );
+    }
+    let (rc, v, err) = datamig_json(&moto, &["verify", &format!("{}/{name}", moto.url("bad"))]);
+    assert_eq!(rc, 1, "{err}\n{v}");
+    assert_eq!(v["sidecar_sha256"], "mismatch");
+    let disc = v["discrepancies"].to_string();
+    assert!(disc.contains("big.bin"), "{v}");
+    assert!(
+        !disc.contains("notes/a.txt"),
+        "only the damaged member is named: {v}"
+    );
+}
