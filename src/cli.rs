@@ -290,6 +290,9 @@ pub struct BackupArgs {
     /// zstd compression level, 1 (fastest) to 19 (smallest)
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
+    /// After the backup verifies, copy it off-site (s3://BUCKET/PREFIX or a directory; see `datamig copy`)
+    #[arg(long, value_name = "URL", env = "DATAMIG_BACKUP_TO")]
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -596,6 +599,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 now: a.now,
                 level: a.level,
                 threads: g.threads(),
+                to: a
+                    .to
+                    .as_deref()
+                    .map(crate::remote::Location::parse)
+                    .transpose()?,
             };
             let progress = progress::for_cli(g.quiet);
             let r = commands::backup::run(&opts, progress.as_ref())?;

@@ -591,6 +591,19 @@ pub fn backup(w: &mut dyn Write, r: &crate::commands::backup::BackupReport) -> i
     list(w, "Could not remove", &r.remove_errors, |n| {
         format!("{}: {}", n.path, n.note)
     })?;
+    if let Some(c) = &r.remote {
+        writeln!(
+            w,
+            "\nOff-site copy: {} ({}), read back: {}.",
+            c.to, c.remote_sha256, c.remote_verify
+        )?;
+        list(w, "Off-site copy discrepancies", &c.discrepancies, |d| {
+            d.clone()
+        })?;
+    }
+    if let Some(e) = &r.remote_error {
+        writeln!(w, "\nOff-site copy FAILED: {e}")?;
+    }
     let n = r.removed.len();
     let what = if r.dry_run {
         "would be removed"

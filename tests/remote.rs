@@ -500,3 +500,56 @@ fn full_verify_of_a_remote_copy_checks_every_member() {
         "only the damaged member is named: {v}"
     );
 }
+
+/// `backup --to URL`: tonight's verified backup is copied off-site; when the
+/// store is down the run says so, exits 1, and keeps the local backup.
+#[test]
+fn backup_to_a_url_copies_tonights_backup_and_keeps_it_when_the_store_fails() {
+    let t = common::tempdir();
+    let root = t.path().join("data");
+    common::write(&root, "instances/a/preferences.json", b"{\"name\":\"a\"}\n");
+    common::write(&root, "projects/p/project.json", b"{\"id\":\"p\"}\n");
+    let dest = t.path().join("backups");
+    let mut moto = Moto::start("copies");
+    let url = moto.url("nightly");
+    let night = |moto: &Moto, days: i64| {
+        let mut c = common::cmd(["--root", root.to_str().unwrap(), "-q", "--json", "backup"]);
+        c.args([
+            "--dest",
+            dest.to_str().unwrap(),
+            "--now",
+            &common::night(days),
+        ])
+        .args(["--to", &url]);
+        moto.env(&mut c);
+        let o = output_within(&mut c, DEADLINE);
+        (
+            code(&o),
+            json_of(&o.stdout),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (rc, rep, err) = night(&moto, 0);
+    assert_eq!(rc, 0, "{err}\n{rep}");
+    let name = common::night_name(0);
+    assert_eq!(rep["remote"]["remote_verify"], "passed", "{rep}");
+    assert_eq!(rep["remote_error"], serde_json::Value::Null);
+    for suffix in ["", ".sha256", ".manifest.jsonl"] {
+        assert!(
+            moto.has_object(&format!("nightly/{name}{suffix}")),
+            "{name}{suffix}"
+        );
+    }
+
+    moto.stop();
+    let (rc, rep, err) = night(&moto, 1);
+    assert_eq!(rc, 1, "{err}\n{rep}");
+    let tonight = common::night_name(1);
+    assert!(dest.join(&tonight).is_file(), "the local backup is kept");
+    assert_eq!(rep["verify"], "passed");
+    let e = rep["remote_error"].as_str().unwrap();
+    assert!(
+        e.contains("s3://copies/nightly/") && e.contains("is kept"),
+        "{e}"
+    );
+}
