@@ -70,6 +70,9 @@ pub enum Command {
     /// The nightly job: a verified, UTC-stamped archive of the V2 data in <root>/backups/, then retention
     #[command(after_help = EXIT_CODES)]
     Backup(BackupArgs),
+    /// Copy an archive and its sidecars off-site (s3://BUCKET/PREFIX or a directory), never overwriting, then read the copy back
+    #[command(after_help = COPY_HELP)]
+    Copy(CopyArgs),
     /// Print the effective layout (TOML) so it can be copied and edited
     Layout,
     /// Print a shell completion script (e.g. `datamig completions bash > /etc/bash_completion.d/datamig`)
@@ -94,6 +97,7 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::List(_) => "list",
             Command::Backup(_) => "backup",
+            Command::Copy(_) => "copy",
             Command::Layout => "layout",
             Command::Completions { .. } => "completions",
             Command::Man => "man",
@@ -128,6 +132,7 @@ pub fn report_name_of_args(args: &[std::ffi::OsString]) -> &'static str {
         Some("restore") => "restore",
         Some("list") => "list",
         Some("backup") => "backup",
+        Some("copy") => "copy",
         Some("layout") => "layout",
         Some("completions") => "completions",
         Some("man") => "man",
@@ -170,7 +175,7 @@ struct LayoutReport<'a> {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The .tar.zst archive to restore from
+    /// The .tar.zst archive to restore from (or s3://BUCKET/PREFIX/NAME.tar.zst)
     pub archive: PathBuf,
     /// Directory to restore into (created if missing; must be empty unless --overwrite)
     #[arg(long, value_name = "DIR")]
@@ -187,10 +192,31 @@ pub struct RestoreArgs {
     pub no_same_owner: bool,
 }
 
+const COPY_HELP: &str = "\
+S3 configuration (as every S3 tool reads it):
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, or AWS_PROFILE
+  with ~/.aws/config and ~/.aws/credentials; AWS_REGION; AWS_ENDPOINT_URL for a
+  non-AWS store (MinIO, Ceph RGW, Garage: path-style, http:// allowed)
+
+Exit codes:
+  0  copied, and the copy read back equals the archive
+  1  copied, but the copy read back differs (listed)
+  2  could not run (incomplete archive, a name already taken there, store errors)";
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The .tar.zst archive to copy (its .sha256 and .manifest.jsonl sidecars go with it)
+    pub archive: PathBuf,
+    /// Where to: s3://BUCKET/PREFIX, or a local directory
+    #[arg(value_name = "URL")]
+    pub to: String,
+}
+
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The .tar.zst archive whose members to list, or a directory: list the archives and backups in it
-    #[arg(value_name = "ARCHIVE|DIR")]
+    /// The .tar.zst archive whose members to list, or a directory: list the archives and backups in it;
+    /// or s3://BUCKET/PREFIX/NAME.tar.zst, or s3://BUCKET/PREFIX for the archives there
+    #[arg(value_name = "ARCHIVE|DIR|URL")]
     pub target: PathBuf,
     /// Only these members, or the members under these directories (with ARCHIVE)
     #[arg(value_name = "PATH")]
@@ -299,6 +325,9 @@ pub struct BackupArgs {
     pub exclude: Vec<String>,
     #[command(flatten)]
     pub tags: TagArgs,
+    /// After the backup verifies, copy it off-site (s3://BUCKET/PREFIX or a directory; see `datamig copy`)
+    #[arg(long, value_name = "URL", env = "DATAMIG_BACKUP_TO")]
+    pub to: Option<String>,
 }
 
 /// Directories skipped because of a file in them (as GNU tar, restic and borg).
@@ -540,7 +569,19 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                      MANIFEST, or --migration)",
                 )?;
                 let r =
-                    crate::verify::archive::verify_archive(&archive, a.quick, progress.as_ref())?;
+                    match crate::remote::Location::parse_archive_url(&archive.to_string_lossy())? {
+                        Some((loc, name)) => crate::verify::remote::verify_remote(
+                            &loc,
+                            &name,
+                            a.quick,
+                            progress.as_ref(),
+                        )?,
+                        None => crate::verify::archive::verify_archive(
+                            &archive,
+                            a.quick,
+                            progress.as_ref(),
+                        )?,
+                    };
                 finish(&mut stdout, g, &r)
             }
         }
@@ -551,6 +592,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 paths: a.paths.clone(),
                 overwrite: a.overwrite,
                 same_owner: !a.no_same_owner,
+                remote: crate::remote::Location::parse_archive_url(&a.archive.to_string_lossy())?,
             };
             let progress = progress::for_cli(g.quiet);
             let r = crate::restore::restore(&opts, progress.as_ref())?;
@@ -568,6 +610,9 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             finish(&mut stdout, g, &r)
         }
         Command::List(a) => {
+            if let Some(r) = list_remote(a, g, &mut stdout)? {
+                return Ok(r);
+            }
             let r = commands::list::run(&a.target, &a.paths)?;
             finish(&mut stdout, g, &r)
         }
@@ -595,6 +640,15 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let report = commands::archive::run(&opts, progress.as_ref())?;
             finish(&mut stdout, g, &report)
         }
+        Command::Copy(a) => {
+            let opts = commands::copy::CopyOptions {
+                archive: a.archive.clone(),
+                to: crate::remote::Location::parse(&a.to)?,
+                tuning: crate::remote::Tuning::from_env()?,
+            };
+            let r = commands::copy::run(&opts)?;
+            finish(&mut stdout, g, &r)
+        }
         Command::Backup(a) => {
             let opts = commands::backup::BackupOptions {
                 root: g.root(),
@@ -613,12 +667,39 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 threads: g.threads(),
                 excludes: a.exclude.clone(),
                 tags: a.tags.tags(),
+                to: a
+                    .to
+                    .as_deref()
+                    .map(crate::remote::Location::parse)
+                    .transpose()?,
             };
             let progress = progress::for_cli(g.quiet);
             let r = commands::backup::run(&opts, progress.as_ref())?;
             finish(&mut stdout, g, &r)
         }
     }
+}
+
+/// `datamig list s3://…`: a remote archive's members, or the archives at a
+/// location. None for a local path.
+fn list_remote(a: &ListArgs, g: &Global, stdout: &mut dyn Write) -> Result<Option<Outcome>> {
+    let arg = a.target.to_string_lossy();
+    if let Some((loc, name)) = crate::remote::Location::parse_archive_url(&arg)? {
+        let r = commands::remote_list::archive(&loc, &name)?.select(&a.paths);
+        return finish(stdout, g, &r).map(Some);
+    }
+    if !arg.starts_with("s3://") {
+        return Ok(None);
+    }
+    if !a.paths.is_empty() {
+        anyhow::bail!(
+            "{arg} is a location: `datamig list URL` lists its archives and takes no PATH; \
+             to list members, name one archive: datamig list URL/NAME.tar.zst PATH..."
+        );
+    }
+    let loc = crate::remote::Location::parse(&arg)?;
+    let r = commands::remote_list::location(&loc)?;
+    finish(stdout, g, &r).map(Some)
 }
 
 /// Every report ends here: `--json` prints its one line whatever `-q` says

@@ -857,6 +857,19 @@ pub fn backup(w: &mut Out, r: &crate::commands::backup::BackupReport) -> io::Res
     list(w, "Could not remove", &r.remove_errors, |n| {
         format!("{}: {}", n.path, n.note)
     })?;
+    if let Some(c) = &r.remote {
+        writeln!(
+            w,
+            "\nOff-site copy: {} ({}), read back: {}.",
+            c.to, c.remote_sha256, c.remote_verify
+        )?;
+        list(w, "Off-site copy discrepancies", &c.discrepancies, |d| {
+            d.clone()
+        })?;
+    }
+    if let Some(e) = &r.remote_error {
+        writeln!(w, "\nOff-site copy FAILED: {e}")?;
+    }
     let n = r.removed.len();
     let what = if r.dry_run {
         "would be removed"
@@ -881,6 +894,69 @@ fn not_covered(w: &mut dyn Write, items: &[crate::summary::PathNote]) -> io::Res
     list(w, "Not covered by this backup", items, |n| {
         format!("{} ({})", n.path, n.note)
     })
+}
+
+pub fn copy(w: &mut Out, r: &crate::commands::copy::CopyReport) -> io::Result<()> {
+    writeln!(w.info(), "datamig copy {} -> {}", r.archive, r.to)?;
+    list(
+        w.info(),
+        "Unfinished uploads of a dead run, aborted",
+        &r.aborted_uploads,
+        |u| u.clone(),
+    )?;
+    list(w.info(), "Uploaded", &r.uploaded, |c| {
+        format!("{}  ({})", c.url, human_bytes(c.bytes))
+    })?;
+    let same = r.remote_sha256 == r.archive_sha256;
+    writeln!(
+        w.info_unless(!same),
+        "\nRead back: {} bytes, SHA-256 {} ({} the .sha256 sidecar).",
+        r.remote_bytes,
+        r.remote_sha256,
+        if same { "equals" } else { "DIFFERS from" }
+    )?;
+    list(w, "Discrepancies", &r.discrepancies, |d| d.clone())?;
+    let clean = format!(", the copy is the archive ({:.1}s)", r.seconds);
+    result(
+        w,
+        r.discrepancies.len().max(usize::from(!r.clean())),
+        &clean,
+    )
+}
+
+/// `datamig list s3://…`: the archives there, whole (the listing is the output).
+pub fn location(w: &mut Out, r: &crate::commands::remote_list::LocationReport) -> io::Result<()> {
+    let o = w.info();
+    writeln!(
+        o,
+        "datamig list {}: {} archives",
+        r.location,
+        r.archives.len()
+    )?;
+    if !r.archives.is_empty() {
+        writeln!(o, "{:<25} {:>10} {:<10} NAME", "MODIFIED", "SIZE", "STATE")?;
+    }
+    for a in &r.archives {
+        writeln!(
+            o,
+            "{:<25} {:>10} {:<10} {}",
+            a.modified.as_deref().unwrap_or("-"),
+            human_bytes(a.size),
+            if a.complete { "complete" } else { "INCOMPLETE" },
+            a.name
+        )?;
+    }
+    let incomplete: Vec<_> = r.archives.iter().filter(|a| !a.complete).collect();
+    list(w, "Incomplete: a sidecar is missing", &incomplete, |a| {
+        a.name.clone()
+    })?;
+    list(
+        w,
+        "Sidecars without their archive",
+        &r.orphan_sidecars,
+        |s| s.clone(),
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

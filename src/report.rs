@@ -79,3 +79,13 @@ report!(
     |r| r.exit == 0,
     render::verify_archives
 );
+report!(
+    crate::commands::copy::CopyReport,
+    |r| r.clean(),
+    render::copy
+);
+report!(
+    crate::commands::remote_list::LocationReport,
+    |r| r.clean(),
+    render::location
+);

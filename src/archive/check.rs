@@ -75,6 +75,35 @@ pub fn check_archive_with(
     let file = crate::fsx::open_path(archive)
         .with_context(|| format!("cannot open archive {}", archive.display()))?;
     let len = file.metadata()?.len();
+    check_source(file, len, entries, extra_restarts, progress)
+}
+
+/// Random access to an archive's bytes that can be opened again: a local
+/// file, or a remote archive read with ranged GETs.
+pub trait ArchiveSource: FileExt + Send + Sized + 'static {
+    fn reopen(&self) -> std::io::Result<Self>;
+}
+
+impl ArchiveSource for std::fs::File {
+    fn reopen(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+}
+
+impl ArchiveSource for crate::remote::RemoteFile {
+    fn reopen(&self) -> std::io::Result<Self> {
+        Ok(self.clone())
+    }
+}
+
+/// `check_archive_with` on any source of `len` bytes.
+pub fn check_source<F: ArchiveSource>(
+    file: F,
+    len: u64,
+    entries: &[Entry],
+    extra_restarts: &[(u64, u64)],
+    progress: &dyn Progress,
+) -> Result<CheckReport> {
     let total: u64 = entries
         .iter()
         .filter(|e| e.kind == Kind::File && e.pos.is_some())
@@ -85,7 +114,7 @@ pub fn check_archive_with(
     // The whole-file hash runs beside the decode: both read the same cached
     // pages of the one file opened above (positional reads, so the decoder's
     // offset is not disturbed).
-    let f = file.try_clone()?;
+    let f = file.reopen()?;
     let hasher = std::thread::spawn(move || -> std::io::Result<String> {
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
@@ -125,7 +154,7 @@ pub fn check_archive_with(
         offset_in_frame: 0,
     };
     'segments: loop {
-        let mut fr = FrameReader::new(file.try_clone()?, len, start.frame_offset)?;
+        let mut fr = FrameReader::new(file.reopen()?, len, start.frame_offset)?;
         if start.offset_in_frame > 0 {
             let skipped = std::io::copy(
                 &mut (&mut fr).take(start.offset_in_frame),
@@ -177,7 +206,7 @@ pub fn check_archive_with(
     report.archive_sha256 = hasher
         .join()
         .map_err(|_| anyhow::anyhow!("hashing thread panicked"))?
-        .with_context(|| format!("cannot read archive {}", archive.display()))?;
+        .context("cannot read the archive")?;
     for (i, e) in entries.iter().enumerate() {
         if e.pos.is_some() && !seen[i] {
             report.missing.push(PathNote {

@@ -42,6 +42,9 @@ pub struct BackupOptions {
     pub excludes: Vec<String>,
     /// `--exclude-caches`, `--exclude-if-present`.
     pub tags: Tags,
+    /// `--to URL`: after tonight's backup verifies, copy it there
+    /// (`datamig copy`).
+    pub to: Option<crate::remote::Location>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -102,11 +105,19 @@ pub struct BackupReport {
     /// Each top-level entry of the root the backup does not cover, and why
     /// (e.g. `production/`: "V1, retired: archive target production").
     pub not_covered: Vec<PathNote>,
+    /// With `--to`: the off-site copy of tonight's backup (the `copy`
+    /// report), or `remote_error` when it failed (exit 1, the local backup
+    /// is kept).
+    pub remote: Option<crate::commands::copy::CopyReport>,
+    pub remote_error: Option<String>,
 }
 
 impl BackupReport {
     pub fn clean(&self) -> bool {
-        self.flagged.is_empty() && self.remove_errors.is_empty()
+        self.flagged.is_empty()
+            && self.remove_errors.is_empty()
+            && self.remote_error.is_none()
+            && self.remote.as_ref().is_none_or(|r| r.clean())
     }
 }
 
@@ -157,6 +168,8 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         excluded_count: 0,
         excluded: vec![],
         not_covered: vec![],
+        remote: None,
+        remote_error: None,
     };
 
     if opts.dry_run {
@@ -275,8 +288,27 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         report.remove_errors.extend(failed);
     }
     report.removed = removed;
+    if let Some(to) = &opts.to {
+        copy_offsite(&mut report, &made.archive, to);
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Tonight's verified backup, copied to `to`. A failure is recorded, not
+/// raised: the local backup is made and kept either way (exit 1).
+fn copy_offsite(report: &mut BackupReport, archive: &str, to: &crate::remote::Location) {
+    let copied = crate::remote::Tuning::from_env().and_then(|tuning| {
+        crate::commands::copy::run(&crate::commands::copy::CopyOptions {
+            archive: PathBuf::from(archive),
+            to: to.clone(),
+            tuning,
+        })
+    });
+    match copied {
+        Ok(r) => report.remote = Some(r),
+        Err(e) => report.remote_error = Some(format!("{e:#}; the local backup {archive} is kept")),
+    }
 }
 
 /// Fill in the retention plan for `existing` as of `now`.

@@ -61,7 +61,7 @@ impl ListReport {
 
     /// Keep the members at or under one of `paths`; name the paths that
     /// select nothing. A trailing `/` or leading `./` is the same path.
-    fn select(mut self, paths: &[String]) -> ListReport {
+    pub fn select(mut self, paths: &[String]) -> ListReport {
         if paths.is_empty() {
             return self;
         }
@@ -136,6 +136,11 @@ fn list_all(archive: &Path) -> Result<ListReport> {
     let Some((m, source)) = load_manifest(archive)? else {
         return from_headers(archive);
     };
+    Ok(from_manifest(archive.display().to_string(), &m, source))
+}
+
+/// The members a manifest records (`source`: "sidecar" or "embedded").
+pub fn from_manifest(archive: String, m: &Manifest, source: &'static str) -> ListReport {
     let not_archived = m.entries.iter().filter(|e| e.pos.is_none()).count() as u64;
     let members = m
         .entries
@@ -157,10 +162,10 @@ fn list_all(archive: &Path) -> Result<ListReport> {
             gid: e.gid as u64,
         })
         .collect();
-    Ok(ListReport {
+    ListReport {
         report: "list",
         version: 1,
-        archive: archive.display().to_string(),
+        archive,
         manifest: source,
         members,
         not_archived,
@@ -168,7 +173,7 @@ fn list_all(archive: &Path) -> Result<ListReport> {
         stream: None,
         paths: vec![],
         not_found: vec![],
-    })
+    }
 }
 
 /// No manifest anywhere: decode the whole stream and list what each tar

@@ -2,6 +2,8 @@
 
 pub mod archive;
 pub mod backup;
+pub mod copy;
 pub mod inventory;
 pub mod list;
 pub mod list_dir;
+pub mod remote_list;

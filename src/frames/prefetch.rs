@@ -42,7 +42,11 @@ enum State {
 
 impl Prefetched {
     /// Decode the frames of `file` from compressed offset `start` to the end.
-    pub fn new(file: std::fs::File, len: u64, start: u64) -> Result<Prefetched> {
+    pub fn new<F: std::os::unix::fs::FileExt + Send + 'static>(
+        file: F,
+        len: u64,
+        start: u64,
+    ) -> Result<Prefetched> {
         let mut fr = FrameReader::new(file, len, start)?;
         let (tx, rx) = sync_channel::<Msg>(AHEAD);
         let (back, spare) = sync_channel::<Vec<u8>>(AHEAD + 2);

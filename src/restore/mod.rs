@@ -9,6 +9,7 @@
 //! directory swapped for a symlink mid-run nor an interrupted run exposes
 //! anything.
 
+mod bytes;
 mod member;
 mod owners;
 pub mod paths;
@@ -33,6 +34,7 @@ use crate::progress::Progress;
 use crate::scan::problem;
 use crate::summary::PathNote;
 use crate::tarfmt::TarReader;
+use bytes::Bytes;
 use paths::{Tree, refuse_name};
 
 #[derive(Debug, Clone)]
@@ -43,6 +45,9 @@ pub struct RestoreOptions {
     pub paths: Vec<String>,
     pub overwrite: bool,
     pub same_owner: bool,
+    /// The archive is a remote object (`s3://…/NAME.tar.zst`, parsed from
+    /// `archive`): fetched with ranged reads, only the frames it needs.
+    pub remote: Option<(crate::remote::Location, String)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -140,8 +145,13 @@ struct Ctx<'a> {
 
 pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreReport> {
     let started = std::time::Instant::now();
-    let (file, len) = open_archive(&opts.archive)?;
-    let (manifest, source, manifest_cost, damage) = load_manifest(&opts.archive, len)?;
+    let (file, len, (manifest, source, manifest_cost, damage)) = match &opts.remote {
+        None => {
+            let (file, len) = open_archive(&opts.archive)?;
+            (Bytes::Local(file), len, load_manifest(&opts.archive, len)?)
+        }
+        Some((loc, name)) => bytes::open_remote(loc, name)?,
+    };
     // Check the requested paths before touching the destination, so a restore
     // that cannot run (exit 2) leaves nothing behind.
     let mut foreign_table = None;
@@ -149,16 +159,22 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
         (_, true) => Vec::new(),
         (Some(m), false) => select(m, &opts.paths)?,
         // A foreign seekable .tar.zst: members are found through its seek table.
-        (None, false) => match seekable::usable_table(&file) {
-            Ok(t) => {
-                seekable::check_paths(&opts.paths)?;
-                foreign_table = Some(t);
-                Vec::new()
-            }
-            Err(why) => bail!(
-                "{} has no usable manifest ({why}), so single paths cannot be located; restore it whole (without PATH)",
+        (None, false) => match file.local().map(seekable::usable_table) {
+            None => bail!(
+                "{} has no usable manifest, so single paths cannot be located; restore it whole (without PATH)",
                 opts.archive.display()
             ),
+            Some(t) => match t {
+                Ok(t) => {
+                    seekable::check_paths(&opts.paths)?;
+                    foreign_table = Some(t);
+                    Vec::new()
+                }
+                Err(why) => bail!(
+                    "{} has no usable manifest ({why}), so single paths cannot be located; restore it whole (without PATH)",
+                    opts.archive.display()
+                ),
+            },
         },
     };
     // Whatever the caller's umask, nothing is created group/world-accessible;
@@ -201,10 +217,14 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
     if opts.paths.is_empty() {
         let total = manifest.as_ref().map(|m| m.trailer.bytes);
         progress.phase("restoring", total);
-        restore_all(&mut ctx, &opts.archive, file, len, progress)?;
-    } else if let Some(table) = &foreign_table {
+        let source = match file {
+            Bytes::Local(f) => source::TarSource::open(f, len)?,
+            Bytes::Remote(r) => source::TarSource::open_remote(r)?,
+        };
+        restore_all(&mut ctx, &opts.archive, source, progress)?;
+    } else if let (Some(table), Bytes::Local(f)) = (&foreign_table, &file) {
         progress.phase("restoring", None);
-        seekable::restore_paths(&mut ctx, file, table, &opts.paths, progress)?;
+        seekable::restore_paths(&mut ctx, f.try_clone()?, table, &opts.paths, progress)?;
     } else {
         let total = wanted.iter().map(|e| e.size).sum();
         progress.phase("restoring", Some(total));
@@ -245,11 +265,10 @@ fn open_archive(archive: &Path) -> Result<(fs::File, u64)> {
 fn restore_all(
     ctx: &mut Ctx,
     archive: &Path,
-    file: fs::File,
-    len: u64,
+    source: source::TarSource,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let mut tar = TarReader::new(source::TarSource::open(file, len)?);
+    let mut tar = TarReader::new(source);
     loop {
         match tar.next_member() {
             Ok(Some(found)) => {
@@ -283,12 +302,12 @@ fn restore_all(
 /// The selected entries, each read from its own frame.
 fn restore_selected(
     ctx: &mut Ctx,
-    file: fs::File,
+    file: Bytes,
     len: u64,
     wanted: &[&Entry],
     progress: &dyn Progress,
 ) -> Result<()> {
-    let mut reader: Option<TarReader<FrameReader<fs::File>>> = None;
+    let mut reader: Option<TarReader<FrameReader<Bytes>>> = None;
     for e in wanted {
         let pos = e.pos.expect("selected entries are archived");
         let here = reader.as_ref().map(|t| t.get_ref().position());
@@ -296,7 +315,7 @@ fn restore_selected(
             if let Some(t) = reader.take() {
                 ctx.report.archive_bytes_read += t.get_ref().read_bytes;
             }
-            let mut fr = FrameReader::new(file.try_clone()?, len, pos.frame_offset)?;
+            let mut fr = FrameReader::new(file.dup()?, len, pos.frame_offset)?;
             let skipped = std::io::copy(
                 &mut std::io::Read::take(&mut fr, pos.offset_in_frame),
                 &mut std::io::sink(),

@@ -38,6 +38,26 @@ impl TarSource {
         )?))
     }
 
+    /// A remote archive (ranged reads), decoded frame by frame ahead on a
+    /// second thread. Only datamig's frames: a foreign remote stream is
+    /// refused (fetch it and restore the file).
+    pub fn open_remote(file: crate::remote::RemoteFile) -> Result<TarSource> {
+        let mut head = [0u8; 18];
+        let n = file.read_at(&mut head, 0)?;
+        let framed = matches!(
+            zstd::zstd_safe::get_frame_content_size(&head[..n]),
+            Ok(Some(size)) if size <= FRAME_MAX as u64
+        );
+        if !framed {
+            anyhow::bail!(
+                "{} is not made of datamig's frames (a foreign .tar.zst); fetch it and restore the file",
+                file.url()
+            );
+        }
+        let len = file.len();
+        Ok(TarSource::Frames(Prefetched::new(file, len, 0)?))
+    }
+
     /// Bytes read from the archive file so far.
     pub fn read_bytes(&self) -> u64 {
         match self {

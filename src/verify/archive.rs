@@ -81,18 +81,18 @@ pub fn flagged_entries(entries: &[Entry]) -> Vec<FlaggedEntry> {
 /// The discrepancies as they are found, in order; each either named by
 /// another field too (`listed`) or only here (`push`).
 #[derive(Default)]
-struct Findings {
-    all: Vec<String>,
-    unlisted: Vec<String>,
+pub(crate) struct Findings {
+    pub(crate) all: Vec<String>,
+    pub(crate) unlisted: Vec<String>,
 }
 
 impl Findings {
-    fn push(&mut self, s: String) {
+    pub(crate) fn push(&mut self, s: String) {
         self.unlisted.push(s.clone());
         self.all.push(s);
     }
     /// A finding that `members`, `flagged` or `foreign` already names.
-    fn listed(&mut self, s: String) {
+    pub(crate) fn listed(&mut self, s: String) {
         self.all.push(s);
     }
 }
@@ -378,7 +378,17 @@ pub fn read_embedded(
     frame_offset: u64,
     offset_in_frame: u64,
 ) -> Result<Vec<u8>> {
-    let f = File::open(archive)?;
+    read_embedded_from(File::open(archive)?, len, frame_offset, offset_in_frame)
+}
+
+/// `read_embedded` from any random-access source (a local file, or a remote
+/// archive read by ranged GETs).
+pub fn read_embedded_from<F: std::os::unix::fs::FileExt>(
+    f: F,
+    len: u64,
+    frame_offset: u64,
+    offset_in_frame: u64,
+) -> Result<Vec<u8>> {
     let mut fr = FrameReader::new(f, len, frame_offset)?;
     std::io::copy(&mut (&mut fr).take(offset_in_frame), &mut std::io::sink())?;
     let mut tar = TarReader::new(fr);

@@ -5,4 +5,5 @@ pub mod archive;
 pub mod foreign;
 pub mod many;
 pub mod migration;
+pub mod remote;
 pub mod tree;
