@@ -63,6 +63,9 @@ pub enum Command {
     /// Restore an archive (or some paths of it) into a directory, checking every file
     #[command(after_help = EXIT_CODES)]
     Restore(RestoreArgs),
+    /// Remove the source of an archive already written: verify it, audit the tree against it, then remove what matches
+    #[command(after_help = EXIT_CODES)]
+    Retire(RetireArgs),
     /// List an archive's members from its manifest, without decompressing it
     List(ListArgs),
     /// The nightly job: a verified, UTC-stamped archive of the V2 data in <root>/backups/, then retention
@@ -88,6 +91,7 @@ impl Command {
             Command::Archive(_) => "archive",
             Command::Verify(a) => verify_report_name(a.tree.is_some(), a.migration),
             Command::Restore(_) => "restore",
+            Command::Retire(_) => "retire",
             Command::List(_) => "list",
             Command::Backup(_) => "backup",
             Command::Layout => "layout",
@@ -121,6 +125,7 @@ pub fn report_name_of_args(args: &[std::ffi::OsString]) -> &'static str {
         Some("inventory") => "inventory",
         Some("archive") => "archive",
         Some("restore") => "restore",
+        Some("retire") => "retire",
         Some("list") => "list",
         Some("backup") => "backup",
         Some("layout") => "layout",
@@ -229,9 +234,48 @@ pub struct ArchiveArgs {
     /// After a verified, clean capture, delete what was archived
     #[arg(long)]
     pub remove_source: bool,
-    /// Allow --remove-source on live V2 data or without the migration check
-    #[arg(long)]
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    /// Replaced by --allow-live and --skip-migration-check (refused, exit 2)
+    #[arg(long, hide = true)]
     pub force: bool,
+}
+
+/// The flags that let a removal past a failed gate; each is named in the report.
+#[derive(Debug, Args)]
+pub struct OverrideArgs {
+    /// Remove live V2 data (a target marked live, e.g. v2); the report records it and exits 1
+    #[arg(long)]
+    pub allow_live: bool,
+    /// Remove a target that needs the migration check although it fails; the report records it and exits 1
+    #[arg(long)]
+    pub skip_migration_check: bool,
+}
+
+impl OverrideArgs {
+    fn typed(&self) -> crate::archive::gates::Overrides {
+        crate::archive::gates::Overrides {
+            allow_live: self.allow_live,
+            skip_migration_check: self.skip_migration_check,
+        }
+    }
+}
+
+/// What `archive --force` answers: the flag was split so that scripts must
+/// say what they override instead of silently getting a new meaning.
+pub const FORCE_SPLIT: &str = "--force was split in two, so that the report says what was overridden: \
+     --allow-live removes live V2 data, --skip-migration-check removes a target although \
+     `datamig verify --migration` fails; use the one you mean (with --remove-source)";
+
+#[derive(Debug, Args)]
+pub struct RetireArgs {
+    /// The archive (written by `datamig archive`, with its sidecars) whose source to remove
+    pub archive: PathBuf,
+    /// Leave paths matching GLOB alone (relative to the archived directory; repeatable), as given to `archive --exclude`
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
 }
 
 #[derive(Debug, Args)]
@@ -482,6 +526,26 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 Outcome::Problems
             })
         }
+        Command::Retire(a) => {
+            let opts = commands::retire::RetireOptions {
+                root: g.root(),
+                layout,
+                archive: a.archive.clone(),
+                excludes: a.exclude.clone(),
+                threads: g.threads(),
+                overrides: a.overrides.typed(),
+            };
+            let progress = progress::for_cli(g.quiet);
+            let r = commands::retire::run(&opts, progress.as_ref())?;
+            let mut out = std::io::BufWriter::new(&mut stdout);
+            emit(&mut out, g.json, &r, render::retire)?;
+            out.flush().context("cannot write to stdout")?;
+            Ok(if r.clean() {
+                Outcome::Clean
+            } else {
+                Outcome::Problems
+            })
+        }
         Command::List(a) => {
             let r = commands::list::run(&a.archive)?;
             let mut out = std::io::BufWriter::new(&mut stdout);
@@ -494,6 +558,14 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             })
         }
         Command::Archive(a) => {
+            if a.force {
+                anyhow::bail!(FORCE_SPLIT);
+            }
+            if a.overrides.typed().any() && !a.remove_source {
+                anyhow::bail!(
+                    "--allow-live and --skip-migration-check only apply to --remove-source; add it or drop them"
+                );
+            }
             let opts = commands::archive::ArchiveOptions {
                 root: g.root(),
                 layout,
@@ -507,9 +579,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 excludes: a.exclude.clone(),
                 verify: !a.no_verify,
                 remove_source: a.remove_source,
-                force: a.force,
-                migration_checked: false,
-                threads_for_migration: g.threads(),
+                overrides: a.overrides.typed(),
             };
             let progress = progress::for_cli(g.quiet);
             let report = commands::archive::run(&opts, progress.as_ref())?;

@@ -199,10 +199,43 @@ pub fn archive(w: &mut dyn Write, r: &crate::commands::archive::ArchiveReport) -
         )?,
         _ => writeln!(w, "\nVerify: FAILED")?,
     }
-    if let Some(why) = &r.remove_refused {
+    removal(
+        w,
+        &r.overrides,
+        r.remove_refused.as_deref(),
+        r.removed.as_ref(),
+    )?;
+    if r.clean() {
+        writeln!(w, "Result: clean.")?;
+    } else {
+        writeln!(w, "Result: problems listed above (exit 1).")?;
+    }
+    Ok(())
+}
+
+/// The end of `--remove-source` and `retire`: checks a flag overrode (loud:
+/// the run is not clean), then what was removed or why nothing was.
+fn removal(
+    w: &mut dyn Write,
+    overrides: &[crate::archive::gates::Override],
+    refused: Option<&str>,
+    removed: Option<&crate::archive::remove::Removal>,
+) -> io::Result<()> {
+    let consequence = if removed.is_some() {
+        "removed anyway because of"
+    } else {
+        "the source was kept for another reason, though overridden by"
+    };
+    list(
+        w,
+        "OVERRIDDEN checks (not clean)",
+        overrides,
+        |o| format!("{}; {consequence} {}", o.what(), o.flag),
+    )?;
+    if let Some(why) = refused {
         writeln!(w, "Source NOT removed: {why}")?;
     }
-    if let Some(rm) = &r.removed {
+    if let Some(rm) = removed {
         writeln!(
             w,
             "Source removed: {} files ({}), {} directories.",
@@ -214,12 +247,45 @@ pub fn archive(w: &mut dyn Write, r: &crate::commands::archive::ArchiveReport) -
             format!("{}: {}", n.path, n.note)
         })?;
     }
-    if r.clean() {
-        writeln!(w, "Result: clean.")?;
-    } else {
-        writeln!(w, "Result: problems listed above (exit 1).")?;
-    }
     Ok(())
+}
+
+pub fn retire(w: &mut dyn Write, r: &crate::commands::retire::RetireReport) -> io::Result<()> {
+    writeln!(w, "datamig retire {}", r.archive)?;
+    writeln!(w, "  source    {} ({})", r.target, r.source)?;
+    let verify = if r.verify == "passed" {
+        "passed, every member matched its manifest entry"
+    } else {
+        "FAILED"
+    };
+    writeln!(w, "  verify    {verify}")?;
+    list(w, "Discrepancies", &r.discrepancies, |s| s.clone())?;
+    if let Some(a) = &r.audit {
+        writeln!(w, "  audit     {} entries match the archive", a.matched)?;
+        notes(w, "Modified since archived", &a.modified)?;
+        notes(w, "Metadata changed since archived", &a.metadata)?;
+        list(w, "Missing since archived", &a.missing, |p| p.clone())?;
+        list(w, "New since archived", &a.new, |p| p.clone())?;
+        list(w, "Moved since archived", &a.moved, |m| {
+            format!("{} -> {}", m.from, m.to)
+        })?;
+        notes(w, "Unreadable", &a.unreadable)?;
+    }
+    list(w, "Gates", &r.gates, |g| {
+        format!("{}: {}, {}", g.check.name(), g.outcome.shout(), g.detail)
+    })?;
+    writeln!(w)?;
+    removal(
+        w,
+        &r.overrides,
+        r.remove_refused.as_deref(),
+        r.removed.as_ref(),
+    )?;
+    if r.clean() {
+        writeln!(w, "Result: clean; the archive stands in for the source.")
+    } else {
+        writeln!(w, "Result: problems listed above (exit 1).")
+    }
 }
 
 /// GNU sha256sum lines (text mode), escaped as GNU does for `\` and newline.

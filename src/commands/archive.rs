@@ -10,6 +10,9 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::archive::check::{CheckReport, check_archive};
+use crate::archive::gates::{
+    self, Check, GateResult, Gates, Override, Overrides, PolicyInput, Verdict,
+};
 use crate::archive::remove::{BaseDir, Removal, remove_archived};
 use crate::archive::write::{put_bytes, resolve_positions, write_members};
 use crate::archive::{
@@ -45,10 +48,8 @@ pub struct ArchiveOptions {
     pub excludes: Vec<String>,
     pub verify: bool,
     pub remove_source: bool,
-    pub force: bool,
-    /// Whether the migration check already passed, for targets that require it.
-    pub migration_checked: bool,
-    pub threads_for_migration: usize,
+    /// Which failed removal gates `--remove-source` may pass anyway.
+    pub overrides: Overrides,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +80,10 @@ pub struct ArchiveReport {
     pub verify_report: Option<CheckReport>,
     pub removed: Option<Removal>,
     pub remove_refused: Option<String>,
+    /// Every removal gate's result (empty without `--remove-source`).
+    pub gates: Vec<GateResult>,
+    /// Failed or skipped gates an override flag let through: never clean.
+    pub overrides: Vec<Override>,
 }
 
 impl ArchiveReport {
@@ -86,6 +91,7 @@ impl ArchiveReport {
         self.flagged.is_empty()
             && self.verify != "failed"
             && self.remove_refused.is_none()
+            && self.overrides.is_empty()
             && self.removed.as_ref().is_none_or(|r| r.kept.is_empty())
     }
 }
@@ -100,26 +106,6 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         );
     }
     let src = resolve_source(root, &opts.layout, &opts.target)?;
-    // The gate before retiring legacy data: run the migration check first.
-    let mut migration_checked = opts.migration_checked;
-    let mut migration_note = None;
-    if opts.remove_source && src.requires_migration_check && !migration_checked && !opts.force {
-        let m = crate::verify::migration::verify_migration(
-            root,
-            &opts.layout,
-            opts.threads_for_migration,
-            &crate::progress::Silent,
-        )?;
-        migration_checked = m.clean();
-        if !migration_checked {
-            migration_note = Some(format!(
-                "the migration check failed ({} not migrated, {} differ, {} unmapped; see `datamig verify --migration`)",
-                m.not_migrated.len(),
-                m.differs.len(),
-                m.unmapped.len()
-            ));
-        }
-    }
     let stamp = match &opts.stamp {
         Some(s) => s.clone(),
         None => date_stamp(opts.date.as_deref())?,
@@ -153,8 +139,17 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
             } else {
                 "--date"
             };
+            // The source of an archive already written is removed against it.
+            let retire = if opts.remove_source && !lone {
+                format!(
+                    "; to remove the source against that archive, run `datamig retire {}`",
+                    archive.display()
+                )
+            } else {
+                String::new()
+            };
             bail!(
-                "{} already exists{}; datamig never overwrites an archive (pick another {other} or --dest, or move the old one away)",
+                "{} already exists{}; datamig never overwrites an archive (pick another {other} or --dest, or move the old one away){retire}",
                 p.display(),
                 if lone {
                     " without its archive, and no killed datamig run's archive matches it"
@@ -169,7 +164,15 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     let base_dir = opts
         .remove_source
         .then(|| BaseDir::open(root, &src.base_rel, &src.scope));
-    let (mut entries, identity) = scan_source(opts, &src, &dest)?;
+    let (mut entries, identity) = scan_source(
+        &opts.layout,
+        &src,
+        &dest,
+        &opts.excludes,
+        opts.threads,
+        false,
+        &crate::progress::Silent,
+    )?;
     if entries
         .iter()
         .any(|e| e.path == b".datamig" || e.path.starts_with(b".datamig/"))
@@ -306,12 +309,14 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         verify_report,
         removed: None,
         remove_refused: None,
+        gates: Vec::new(),
+        overrides: Vec::new(),
     };
     if let Some(base_dir) = base_dir {
-        match (
-            removal_refusal(opts, &src, &report, migration_checked, migration_note),
-            base_dir,
-        ) {
+        let gates = removal_gates(opts, &src, &report);
+        report.gates = gates.0.clone();
+        report.overrides = gates.overrides();
+        match (gates.refusal(), base_dir) {
             (Some(why), _) | (None, Err(why)) => report.remove_refused = Some(why),
             (None, Ok(b)) => {
                 let remove_base = src.scope.is_empty();
@@ -355,13 +360,19 @@ fn written_len(out: &AtomicFile) -> Result<u64> {
     Ok(std::fs::metadata(out.temp_path())?.len())
 }
 
-/// The scanned entries, and per entry the identity the writer and removal check.
-fn scan_source(
-    opts: &ArchiveOptions,
+/// The scanned entries, and per entry the identity the writer and removal
+/// check. `dest` is where the archive lives (left out when inside the
+/// source); `hash_files` for `retire`'s audit (the writer hashes as it reads).
+pub(crate) fn scan_source(
+    layout: &Layout,
     src: &Source,
     dest: &std::path::Path,
+    excludes: &[String],
+    threads: usize,
+    hash_files: bool,
+    progress: &dyn Progress,
 ) -> Result<(Vec<Entry>, Vec<crate::scan::Identity>)> {
-    let mut excludes = opts.excludes.clone();
+    let mut excludes = excludes.to_vec();
     // An archive destination inside the tree being archived must not archive itself.
     if let (Ok(b), Ok(d)) = (src.base.canonicalize(), dest.canonicalize())
         && let Ok(rel) = d.strip_prefix(&b)
@@ -377,7 +388,7 @@ fn scan_source(
         excludes.push(format!("{}/**", globset::escape(&rel)));
     }
     let excludes = build_globset(&excludes)?;
-    let classifier = opts.layout.classifier();
+    let classifier = layout.classifier();
     let area_of = |rel: &[u8]| classifier.name_of(&src.root_rel(rel)).to_string();
     let no_json = |_: &[u8]| false;
     let spec = ScanSpec {
@@ -387,10 +398,10 @@ fn scan_source(
         excludes: &excludes,
         area_of: &area_of,
         check_json: &no_json,
-        threads: opts.threads,
-        hash_files: false,
+        threads,
+        hash_files,
     };
-    let s = scan(&spec, &crate::progress::Silent)?;
+    let s = scan(&spec, progress)?;
     Ok((s.entries, s.identity))
 }
 
@@ -458,35 +469,46 @@ fn describe_failure(r: &CheckReport) -> String {
     parts.join("; ")
 }
 
-/// Why `--remove-source` must not run, if it must not.
-fn removal_refusal(
-    opts: &ArchiveOptions,
-    src: &Source,
-    report: &ArchiveReport,
-    migration_checked: bool,
-    migration_note: Option<String>,
-) -> Option<String> {
-    if report.verify != "passed" {
-        return Some("the archive was not verified (--no-verify); the source was kept".into());
-    }
-    if !report.flagged.is_empty() {
-        return Some(format!(
-            "{} entries were not captured cleanly (listed above); the source was kept — fix them and archive again",
-            report.flagged.len()
-        ));
-    }
-    if src.live && !opts.force {
-        return Some(format!(
-            "{} is live V2 data; removing it needs --force; the source was kept",
-            src.target
-        ));
-    }
-    if src.requires_migration_check && !migration_checked && !opts.force {
-        return Some(format!(
-            "{} may only be removed after `datamig verify --migration` passes (or with --force): {}; the source was kept",
-            src.target,
-            migration_note.unwrap_or_else(|| "it was not run".into())
-        ));
-    }
-    None
+/// The gates `--remove-source` passes: a verified, clean capture (no
+/// override), then the target's own (live data, migration check).
+fn removal_gates(opts: &ArchiveOptions, src: &Source, report: &ArchiveReport) -> Gates {
+    let verify = match report.verify {
+        "passed" => GateResult::passed(
+            Check::Verify,
+            "every member read back and matched its manifest entry",
+        ),
+        _ => GateResult::not_passed(
+            Check::Verify,
+            Verdict::Skipped,
+            "--no-verify",
+            format!(
+                "the archive was not verified (--no-verify); `datamig retire {}` verifies it and then removes the source",
+                report.archive
+            ),
+            None,
+        ),
+    };
+    let n = report.flagged.len();
+    let capture = if n == 0 {
+        GateResult::passed(Check::Capture, "every entry was captured cleanly")
+    } else {
+        GateResult::not_passed(
+            Check::Capture,
+            Verdict::Failed,
+            format!("{n} entries not captured cleanly"),
+            format!(
+                "{n} entries were not captured cleanly (listed above); fix them and archive again"
+            ),
+            None,
+        )
+    };
+    let mut gates = vec![verify, capture];
+    gates.extend(gates::policy(&PolicyInput {
+        root: &opts.root,
+        layout: &opts.layout,
+        threads: opts.threads,
+        source: src,
+        overrides: opts.overrides,
+    }));
+    Gates(gates)
 }

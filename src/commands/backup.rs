@@ -210,9 +210,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         excludes: vec![],
         verify: true,
         remove_source: false,
-        force: false,
-        migration_checked: false,
-        threads_for_migration: opts.threads,
+        overrides: Default::default(),
     };
     // Any error here (nothing to archive, name taken, failed read-back) ends
     // the run before retention: a failed run deletes nothing.

@@ -4,3 +4,4 @@ pub mod archive;
 pub mod backup;
 pub mod inventory;
 pub mod list;
+pub mod retire;
