@@ -226,12 +226,9 @@ fn removal(
     } else {
         "the source was kept for another reason, though overridden by"
     };
-    list(
-        w,
-        "OVERRIDDEN checks (not clean)",
-        overrides,
-        |o| format!("{}; {consequence} {}", o.what(), o.flag),
-    )?;
+    list(w, "OVERRIDDEN checks (not clean)", overrides, |o| {
+        format!("{}; {consequence} {}", o.what(), o.flag)
+    })?;
     if let Some(why) = refused {
         writeln!(w, "Source NOT removed: {why}")?;
     }

@@ -192,14 +192,17 @@ fn load_manifest(archive: &Path) -> Result<Manifest> {
     }
     let mut f = crate::fsx::open_path(archive)
         .with_context(|| format!("cannot open archive {}", archive.display()))?;
-    let ix = crate::frames::read_index(&mut f).ok().flatten().with_context(|| {
-        format!(
-            "{} has no usable manifest (no readable sidecar {}, no datamig index at its end): \
+    let ix = crate::frames::read_index(&mut f)
+        .ok()
+        .flatten()
+        .with_context(|| {
+            format!(
+                "{} has no usable manifest (no readable sidecar {}, no datamig index at its end): \
              retire needs the manifest that says what was archived; nothing was removed",
-            archive.display(),
-            side.display()
-        )
-    })?;
+                archive.display(),
+                side.display()
+            )
+        })?;
     let bytes = crate::verify::archive::read_embedded(
         archive,
         meta.len(),
@@ -231,7 +234,9 @@ fn archived_source(opts: &RetireOptions, m: &Manifest) -> Result<Source> {
     let base = m
         .root_bytes()
         .map(|b| PathBuf::from(std::ffi::OsString::from_vec(b)))
-        .with_context(|| format!("the manifest of {archive} does not name the archived directory"))?;
+        .with_context(|| {
+            format!("the manifest of {archive} does not name the archived directory")
+        })?;
     let rel = rel_under(&opts.root, &base).with_context(|| {
         format!(
             "{archive} was made of {}, which is not under the data root {} (pass the --root it was archived from)",
@@ -239,7 +244,12 @@ fn archived_source(opts: &RetireOptions, m: &Manifest) -> Result<Source> {
             opts.root.display()
         )
     })?;
-    let scope: Vec<Vec<u8>> = m.header.scope.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let scope: Vec<Vec<u8>> = m
+        .header
+        .scope
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
     let wanted: Vec<PathBuf> = if scope.is_empty() {
         vec![opts.root.join(std::ffi::OsStr::from_bytes(&rel))]
     } else {
@@ -256,7 +266,11 @@ fn archived_source(opts: &RetireOptions, m: &Manifest) -> Result<Source> {
         );
     }
     let name = target_of(&opts.layout, &opts.archive, &rel, &m.header.scope)
-        .or_else(|| scope.is_empty().then(|| String::from_utf8_lossy(&rel).into_owned()))
+        .or_else(|| {
+            scope
+                .is_empty()
+                .then(|| String::from_utf8_lossy(&rel).into_owned())
+        })
         .with_context(|| {
             format!(
                 "{archive} was made of {} of the data root, which no target of the layout names",
@@ -279,14 +293,18 @@ fn archived_source(opts: &RetireOptions, m: &Manifest) -> Result<Source> {
 /// named another way, e.g. relatively). The last component is never
 /// resolved, so a source that became a symlink is still the path archived.
 fn rel_under(root: &Path, base: &Path) -> Option<Vec<u8>> {
-    let rel = base.strip_prefix(root).map(Path::to_path_buf).ok().or_else(|| {
-        let r = root.canonicalize().ok()?;
-        let b = match (base.parent(), base.file_name()) {
-            (Some(p), Some(n)) => p.canonicalize().ok()?.join(n),
-            _ => base.canonicalize().ok()?,
-        };
-        b.strip_prefix(&r).map(Path::to_path_buf).ok()
-    })?;
+    let rel = base
+        .strip_prefix(root)
+        .map(Path::to_path_buf)
+        .ok()
+        .or_else(|| {
+            let r = root.canonicalize().ok()?;
+            let b = match (base.parent(), base.file_name()) {
+                (Some(p), Some(n)) => p.canonicalize().ok()?.join(n),
+                _ => base.canonicalize().ok()?,
+            };
+            b.strip_prefix(&r).map(Path::to_path_buf).ok()
+        })?;
     let rel = rel.as_os_str().as_bytes().to_vec();
     (rel.is_empty() || crate::manifest::check_entry_path(&rel).is_ok()).then_some(rel)
 }
