@@ -70,6 +70,11 @@ fn dm_json(root: &Path, args: &[&OsStr], want: i32) -> Value {
         "datamig {args:?} exited {c}, expected {want}\nstderr:\n{err}\nstdout:\n{}",
         String::from_utf8_lossy(&out)
     );
+    assert_eq!(
+        out.iter().filter(|&&b| b == b'\n').count(),
+        1,
+        "--json is one line"
+    );
     common::json_of(&out)
 }
 
@@ -408,6 +413,26 @@ fn item_7_retire_cannot_run_exits_2_naming_what_to_do() {
         "{msg}"
     );
     assert_eq!(v["report"], "retire");
+
+    // Another layout than the archive was made with: its targets and gates
+    // could differ, so it must be the same one.
+    let (c, text, _) = dm(&root, &[OsStr::new("layout")]);
+    assert_eq!(c, 0);
+    let renamed = String::from_utf8(text).unwrap().replacen(
+        "name = \"coordination-v2\"",
+        "name = \"elsewhere\"",
+        1,
+    );
+    let layout = t.path().join("elsewhere.toml");
+    fs::write(&layout, renamed).unwrap();
+    let mut args = retire_args(&archive, &[]);
+    args.extend([OsStr::new("--layout"), layout.as_os_str()]);
+    let (c, _, err) = dm(&root, &args);
+    assert_eq!(c, 2, "{err}");
+    assert!(
+        err.contains("--layout") && err.contains("elsewhere"),
+        "{err}"
+    );
 
     // No manifest at all (both sidecars gone and the index cut off).
     let bare = t.path().join("bare.tar.zst");
