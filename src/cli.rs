@@ -11,6 +11,7 @@ use crate::commands;
 use crate::layout::Layout;
 use crate::progress;
 use crate::render;
+use crate::report::Report;
 
 pub const DEFAULT_ROOT: &str = "/mnt/coordinaton_mcp_data/";
 
@@ -41,7 +42,8 @@ pub struct Global {
     /// Worker threads [default: all cores]
     #[arg(short = 'j', long = "jobs", global = true, value_name = "N")]
     pub jobs: Option<usize>,
-    /// No progress, no chatter
+    /// Quiet: no progress; nothing on stdout when the run is clean, else only the
+    /// problems and the result line (`--json` still prints its one line)
     #[arg(short, long, global = true)]
     pub quiet: bool,
     /// Machine-readable result (one JSON object) on stdout
@@ -66,7 +68,7 @@ pub enum Command {
     /// Remove the source of an archive already written: verify it, audit the tree against it, then remove what matches
     #[command(after_help = EXIT_CODES)]
     Retire(RetireArgs),
-    /// List an archive's members from its manifest, without decompressing it
+    /// List an archive's members from its manifest (without decompressing it), or the archives in a directory
     List(ListArgs),
     /// The nightly job: a verified, UTC-stamped archive of the V2 data in <root>/backups/, then retention
     #[command(after_help = EXIT_CODES)]
@@ -89,7 +91,9 @@ impl Command {
         match self {
             Command::Inventory(_) => "inventory",
             Command::Archive(_) => "archive",
+            Command::Verify(a) if a.many() => "verify-archives",
             Command::Verify(a) => verify_report_name(a.tree.is_some(), a.migration),
+            Command::List(a) if a.target.is_dir() => "list-archives",
             Command::Restore(_) => "restore",
             Command::Retire(_) => "retire",
             Command::List(_) => "list",
@@ -121,6 +125,7 @@ pub fn report_name_of_args(args: &[std::ffi::OsString]) -> &'static str {
             .map(|c| c.get_name().to_string())
     });
     match verb.as_deref() {
+        Some("verify") if has("--all") => "verify-archives",
         Some("verify") => verify_report_name(has("--tree"), has("--migration")),
         Some("inventory") => "inventory",
         Some("archive") => "archive",
@@ -189,27 +194,46 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The .tar.zst archive whose members to list
-    pub archive: PathBuf,
+    /// The .tar.zst archive whose members to list, or a directory: list the archives and backups in it
+    #[arg(value_name = "ARCHIVE|DIR")]
+    pub target: PathBuf,
+    /// Only these members, or the members under these directories (with ARCHIVE)
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// ARCHIVE to check; with --tree, the MANIFEST to compare against
+    /// ARCHIVEs to check (several: one report, exit = the worst); with --tree, the MANIFEST to compare against
     #[arg(value_name = "ARCHIVE|MANIFEST")]
-    pub path: Option<PathBuf>,
+    pub paths: Vec<PathBuf>,
+    /// Check every archive (*.tar.zst) in DIR, with any ARCHIVEs named, as one report
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["tree", "migration"])]
+    pub all: Option<PathBuf>,
     /// Audit the live tree DIR against MANIFEST (matched, modified, metadata, missing, new, moved)
     #[arg(long, value_name = "DIR", conflicts_with = "migration")]
     pub tree: Option<PathBuf>,
     /// Check that every legacy file has an identical copy at its consolidated place
     #[arg(long)]
     pub migration: bool,
+    /// Migration: a legacy file (or directory) decided obsolete, listed as accepted
+    /// instead of failing the check; relative to the root (repeatable)
+    #[arg(long, value_name = "PATH", requires = "migration")]
+    pub accept: Vec<String>,
     /// Archive: only check its SHA-256 against the sidecar and the manifests' trailers
     #[arg(long)]
     pub quick: bool,
     /// Tree: compare size and mtime only (no hashing)
     #[arg(long)]
     pub fast: bool,
+}
+
+impl VerifyArgs {
+    /// Several archives (or `--all`): the `verify-archives` report. One
+    /// archive keeps the single `verify-archive` report.
+    fn many(&self) -> bool {
+        self.tree.is_none() && !self.migration && (self.all.is_some() || self.paths.len() > 1)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -239,6 +263,10 @@ pub struct ArchiveArgs {
     /// Replaced by --allow-live and --skip-migration-check (refused, exit 2)
     #[arg(long, hide = true)]
     pub force: bool,
+    /// With --remove-source of v2-dev-data: a legacy file (or directory) decided
+    /// obsolete, as in `verify --migration --accept` (repeatable)
+    #[arg(long, value_name = "PATH", requires = "remove_source")]
+    pub accept: Vec<String>,
 }
 
 /// The flags that let a removal past a failed gate; each is named in the report.
@@ -274,6 +302,10 @@ pub struct RetireArgs {
     /// Leave paths matching GLOB alone (relative to the archived directory; repeatable), as given to `archive --exclude`
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
+    /// With v2-dev-data: a legacy file (or directory) decided obsolete, as in
+    /// `verify --migration --accept` (repeatable)
+    #[arg(long, value_name = "PATH")]
+    pub accept: Vec<String>,
     #[command(flatten)]
     pub overrides: OverrideArgs,
 }
@@ -344,6 +376,9 @@ pub struct InventoryArgs {
 pub enum Outcome {
     Clean,
     Problems,
+    /// The report was printed, but part of the work could not run (exit 2):
+    /// e.g. one archive of several could not be opened.
+    CouldNotRun,
 }
 
 impl Global {
@@ -436,10 +471,13 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             };
             let progress = progress::for_cli(g.quiet);
             let inv = commands::inventory::run(&opts, progress.as_ref())?;
+            if a.format == InventoryFormat::Summary {
+                return finish(&mut stdout, g, &inv.summary);
+            }
+            // The other formats are data asked for, printed even with -q.
             let mut out = std::io::BufWriter::new(&mut stdout);
             match a.format {
-                InventoryFormat::Summary if g.json => write_json(&mut out, &inv.summary)?,
-                InventoryFormat::Summary => render::inventory(&mut out, &inv.summary)?,
+                InventoryFormat::Summary => unreachable!("handled above"),
                 InventoryFormat::Sha256sum => {
                     render::sha256sum_lines(&mut out, &inv.entries, |e| match e.kind {
                         crate::entry::Kind::Hardlink => {
@@ -464,24 +502,34 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Verify(a) => {
             let progress = progress::for_cli(g.quiet);
-            let mut out = std::io::BufWriter::new(&mut stdout);
-            let clean = if a.migration {
-                if a.path.is_some() {
+            if a.many() {
+                let targets = crate::verify::many::targets(&a.paths, a.all.as_ref());
+                let r = crate::verify::many::verify_archives(&targets, a.quick, progress.as_ref());
+                let outcome = finish(&mut stdout, g, &r)?;
+                return Ok(if r.exit == 2 {
+                    Outcome::CouldNotRun
+                } else {
+                    outcome
+                });
+            }
+            if a.migration {
+                if !a.paths.is_empty() {
                     anyhow::bail!("--migration takes no ARCHIVE or MANIFEST argument");
                 }
                 let r = crate::verify::migration::verify_migration(
                     &g.root(),
                     &layout,
                     g.threads(),
+                    &a.accept,
                     progress.as_ref(),
                 )?;
-                emit(&mut out, g.json, &r, render::migration)?;
-                r.clean()
+                finish(&mut stdout, g, &r)
             } else if let Some(dir) = &a.tree {
-                let manifest = a
-                    .path
-                    .clone()
-                    .context("--tree DIR needs the MANIFEST to compare against")?;
+                let manifest = match a.paths.as_slice() {
+                    [m] => m.clone(),
+                    [] => anyhow::bail!("--tree DIR needs the MANIFEST to compare against"),
+                    _ => anyhow::bail!("--tree DIR takes one MANIFEST, not {}", a.paths.len()),
+                };
                 let opts = crate::verify::tree::TreeOptions {
                     tree: dir.clone(),
                     manifest,
@@ -489,23 +537,16 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                     threads: g.threads(),
                 };
                 let r = crate::verify::tree::verify_tree(&opts, progress.as_ref())?;
-                emit(&mut out, g.json, &r, render::tree)?;
-                r.clean()
+                finish(&mut stdout, g, &r)
             } else {
-                let archive = a.path.clone().context(
-                    "name the ARCHIVE to verify (or use --tree DIR MANIFEST, or --migration)",
+                let archive = a.paths.first().cloned().context(
+                    "name the ARCHIVE to verify (or several, or --all DIR; or use --tree DIR \
+                     MANIFEST, or --migration)",
                 )?;
                 let r =
                     crate::verify::archive::verify_archive(&archive, a.quick, progress.as_ref())?;
-                emit(&mut out, g.json, &r, render::verify_archive)?;
-                r.clean()
-            };
-            out.flush().context("cannot write to stdout")?;
-            Ok(if clean {
-                Outcome::Clean
-            } else {
-                Outcome::Problems
-            })
+                finish(&mut stdout, g, &r)
+            }
         }
         Command::Restore(a) => {
             let opts = crate::restore::RestoreOptions {
@@ -517,14 +558,18 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             };
             let progress = progress::for_cli(g.quiet);
             let r = crate::restore::restore(&opts, progress.as_ref())?;
-            let mut out = std::io::BufWriter::new(&mut stdout);
-            emit(&mut out, g.json, &r, render::restore)?;
-            out.flush().context("cannot write to stdout")?;
-            Ok(if r.clean() {
-                Outcome::Clean
-            } else {
-                Outcome::Problems
-            })
+            finish(&mut stdout, g, &r)
+        }
+        Command::List(a) if a.target.is_dir() => {
+            if !a.paths.is_empty() {
+                anyhow::bail!(
+                    "{} is a directory: `datamig list DIR` lists its archives and takes no PATH; \
+                     to list members, name one archive: datamig list ARCHIVE PATH...",
+                    a.target.display()
+                );
+            }
+            let r = commands::list_dir::run(&a.target, &layout)?;
+            finish(&mut stdout, g, &r)
         }
         Command::Retire(a) => {
             let opts = commands::retire::RetireOptions {
@@ -534,28 +579,15 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 excludes: a.exclude.clone(),
                 threads: g.threads(),
                 overrides: a.overrides.typed(),
+                accept: a.accept.clone(),
             };
             let progress = progress::for_cli(g.quiet);
             let r = commands::retire::run(&opts, progress.as_ref())?;
-            let mut out = std::io::BufWriter::new(&mut stdout);
-            emit(&mut out, g.json, &r, render::retire)?;
-            out.flush().context("cannot write to stdout")?;
-            Ok(if r.clean() {
-                Outcome::Clean
-            } else {
-                Outcome::Problems
-            })
+            finish(&mut stdout, g, &r)
         }
         Command::List(a) => {
-            let r = commands::list::run(&a.archive)?;
-            let mut out = std::io::BufWriter::new(&mut stdout);
-            emit(&mut out, g.json, &r, render::members)?;
-            out.flush().context("cannot write to stdout")?;
-            Ok(if r.clean() {
-                Outcome::Clean
-            } else {
-                Outcome::Problems
-            })
+            let r = commands::list::run(&a.target, &a.paths)?;
+            finish(&mut stdout, g, &r)
         }
         Command::Archive(a) => {
             if a.force {
@@ -580,17 +612,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 verify: !a.no_verify,
                 remove_source: a.remove_source,
                 overrides: a.overrides.typed(),
+                migration_accept: a.accept.clone(),
             };
             let progress = progress::for_cli(g.quiet);
             let report = commands::archive::run(&opts, progress.as_ref())?;
-            let mut out = std::io::BufWriter::new(&mut stdout);
-            emit(&mut out, g.json, &report, render::archive)?;
-            out.flush().context("cannot write to stdout")?;
-            Ok(if report.clean() {
-                Outcome::Clean
-            } else {
-                Outcome::Problems
-            })
+            finish(&mut stdout, g, &report)
         }
         Command::Backup(a) => {
             let opts = commands::backup::BackupOptions {
@@ -611,31 +637,28 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             };
             let progress = progress::for_cli(g.quiet);
             let r = commands::backup::run(&opts, progress.as_ref())?;
-            let mut out = std::io::BufWriter::new(&mut stdout);
-            emit(&mut out, g.json, &r, render::backup)?;
-            out.flush().context("cannot write to stdout")?;
-            Ok(if r.clean() {
-                Outcome::Clean
-            } else {
-                Outcome::Problems
-            })
+            finish(&mut stdout, g, &r)
         }
     }
 }
 
-/// One owner for a report: JSON when asked, else the human renderer.
-fn emit<T: serde::Serialize>(
-    out: &mut dyn Write,
-    json: bool,
-    report: &T,
-    human: fn(&mut dyn Write, &T) -> std::io::Result<()>,
-) -> Result<()> {
-    if json {
-        write_json(out, report)?;
-    } else {
-        human(out, report)?;
+/// Every report ends here: `--json` prints its one line whatever `-q` says
+/// (monitoring reads it); otherwise a clean run under `-q` prints nothing, and
+/// a run with problems prints only the problems and the result line. The exit
+/// code follows `clean()`.
+fn finish<R: Report>(stdout: &mut dyn Write, g: &Global, report: &R) -> Result<Outcome> {
+    let mut out = std::io::BufWriter::new(stdout);
+    if g.json {
+        write_json(&mut out, report)?;
+    } else if !(g.quiet && report.clean()) {
+        report.human(&mut render::Out::new(&mut out, g.quiet))?;
     }
-    Ok(())
+    out.flush().context("cannot write to stdout")?;
+    Ok(if report.clean() {
+        Outcome::Clean
+    } else {
+        Outcome::Problems
+    })
 }
 
 /// `--json` output is one compact line, so `journalctl -n 1` or `tail -n 1` returns

@@ -14,6 +14,7 @@ pub mod layout;
 pub mod manifest;
 pub mod progress;
 pub mod render;
+pub mod report;
 pub mod restore;
 pub mod scan;
 pub mod signals;

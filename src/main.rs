@@ -26,6 +26,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Ok(Outcome::Problems) => ExitCode::from(1),
+        Ok(Outcome::CouldNotRun) => ExitCode::from(2),
         // `datamig list A | head -1`: the reader has all it wanted.
         Err(e) if stdout_reader_gone(&e) => {
             datamig::atomic::remove_live_temps();

@@ -22,8 +22,67 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-fn list<T>(
-    w: &mut dyn Write,
+/// Where a human report goes. Every renderer writes through it so that `-q` is
+/// decided once: lines written to `info()` (context, what went well) are
+/// dropped when quiet; the cause, the problem lists and the result line are
+/// written to the `Out` itself and always print.
+pub struct Out<'a> {
+    w: &'a mut dyn Write,
+    quiet: bool,
+    sink: io::Sink,
+    /// Quiet and nothing written yet: the blank line that separates a
+    /// section from the (left out) header is dropped.
+    at_start: bool,
+}
+
+impl<'a> Out<'a> {
+    pub fn new(w: &'a mut dyn Write, quiet: bool) -> Self {
+        Out {
+            w,
+            quiet,
+            sink: io::sink(),
+            at_start: quiet,
+        }
+    }
+
+    /// Context that a quiet run leaves out.
+    pub fn info(&mut self) -> &mut dyn Write {
+        if self.quiet { &mut self.sink } else { self.w }
+    }
+
+    /// `info()` unless `problem`: for a line that is context in a clean part
+    /// of the report and a heading over problems in another.
+    pub fn info_unless(&mut self, problem: bool) -> &mut dyn Write {
+        if problem { self } else { self.info() }
+    }
+}
+
+impl Write for Out<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.at_start {
+            return self.w.write(buf);
+        }
+        let text = buf.strip_prefix(b"\n").unwrap_or(buf);
+        if !text.is_empty() {
+            self.at_start = false;
+            self.w.write_all(text)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+/// At most this many entries of one list in a human report; `--json` has all.
+pub const LIST_LIMIT: usize = 20;
+
+/// The one way to print a list in a human report: a heading with the count,
+/// at most [`LIST_LIMIT`] entries, then how many were left out; nothing for an
+/// empty list. Write to an `Out` for a list of problems (always shown), or to
+/// `Out::info()` for context a quiet run leaves out.
+pub fn list<W: Write + ?Sized, T>(
+    w: &mut W,
     title: &str,
     items: &[T],
     line: impl Fn(&T) -> String,
@@ -32,22 +91,60 @@ fn list<T>(
         return Ok(());
     }
     writeln!(w, "\n{title} ({}):", items.len())?;
-    for i in items {
-        writeln!(w, "  {}", line(i))?;
+    bounded(w, "  ", items, line)
+}
+
+/// A list's entries without a heading (nested lists, the cause lines), bounded
+/// as [`list`] is, each at `indent`.
+pub fn bounded<W: Write + ?Sized, T>(
+    w: &mut W,
+    indent: &str,
+    items: &[T],
+    line: impl Fn(&T) -> String,
+) -> io::Result<()> {
+    for i in items.iter().take(LIST_LIMIT) {
+        writeln!(w, "{indent}{}", line(i))?;
+    }
+    if items.len() > LIST_LIMIT {
+        writeln!(
+            w,
+            "{indent}… and {} more (all of them in --json)",
+            items.len() - LIST_LIMIT
+        )?;
     }
     Ok(())
 }
 
-pub fn inventory(w: &mut dyn Write, s: &Summary) -> io::Result<()> {
-    writeln!(w, "datamig inventory of {} (layout {})\n", s.root, s.layout)?;
+/// The last line of every human report, the one to grep for:
+/// `Result: clean…` or `Result: N problem(s) listed above (exit 1).`
+fn result(w: &mut Out, problems: usize, clean: &str) -> io::Result<()> {
+    result_and(w, problems, clean, "")
+}
+
+/// [`result`] with `tail` said either way (e.g. what retention removed).
+fn result_and(w: &mut Out, problems: usize, clean: &str, tail: &str) -> io::Result<()> {
+    if problems == 0 {
+        writeln!(w, "\nResult: clean{clean}{tail}.")
+    } else {
+        let s = if problems == 1 { "" } else { "s" };
+        writeln!(
+            w,
+            "\nResult: {problems} problem{s} listed above (exit 1){tail}."
+        )
+    }
+}
+
+pub fn inventory(w: &mut Out, s: &Summary) -> io::Result<()> {
+    let o = w.info();
+    writeln!(o, "datamig inventory of {} (layout {})\n", s.root, s.layout)?;
     writeln!(
-        w,
+        o,
         "{:<28} {:<11} {:>8} {:>6} {:>11}  NEWEST",
         "AREA", "KIND", "FILES", "DIRS", "BYTES"
     )?;
     for a in &s.areas {
         writeln!(
-            w,
+            o,
             "{:<28} {:<11} {:>8} {:>6} {:>11}  {}",
             a.name,
             a.kind,
@@ -59,7 +156,7 @@ pub fn inventory(w: &mut dyn Write, s: &Summary) -> io::Result<()> {
     }
     let t = &s.totals;
     writeln!(
-        w,
+        o,
         "{:<28} {:<11} {:>8} {:>6} {:>11}",
         "total",
         "",
@@ -69,33 +166,12 @@ pub fn inventory(w: &mut dyn Write, s: &Summary) -> io::Result<()> {
     )?;
     if t.symlinks + t.hardlinks + t.special > 0 {
         writeln!(
-            w,
+            o,
             "  plus {} symlinks, {} hard links, {} special files",
             t.symlinks, t.hardlinks, t.special
         )?;
     }
-
-    if !s.entities.is_empty() {
-        writeln!(w, "\nEntities:")?;
-        for e in &s.entities {
-            let bad = e.missing_required.len();
-            let note = if bad > 0 {
-                format!(" ({bad} missing required files)")
-            } else {
-                String::new()
-            };
-            writeln!(w, "  {:<16} {:>5} × {}{note}", e.area, e.count, e.entity)?;
-            for m in &e.missing_required {
-                writeln!(
-                    w,
-                    "    {}/{}: missing {}",
-                    e.area,
-                    m.id,
-                    m.missing.join(", ")
-                )?;
-            }
-        }
-    }
+    entities(w, &s.entities)?;
     list(w, "JSON files that do not parse", &s.invalid_json, |n| {
         format!("{}: {}", n.path, n.note)
     })?;
@@ -109,60 +185,83 @@ pub fn inventory(w: &mut dyn Write, s: &Summary) -> io::Result<()> {
         |n| format!("{}: {}", n.path, n.note),
     )?;
     list(
-        w,
-        "Secrets present: any archive or backup of these is sensitive",
-        &s.secrets,
-        |p| p.clone(),
-    )?;
-    list(
-        w,
+        w.info(),
         "Symlinks pointing outside the root",
         &s.symlinks_outside_root,
         |n| format!("{} -> {}", n.path, n.note),
     )?;
     list(
-        w,
+        w.info(),
         "Special files (recorded, never read or archived)",
         &s.special_files,
         |n| format!("{}: {}", n.path, n.note),
     )?;
-    writeln!(w)?;
+    // Last before the totals, so a long report cannot bury it.
+    list(
+        w.info(),
+        "Secrets present: any archive or backup of these is sensitive",
+        &s.secrets,
+        |p| p.clone(),
+    )?;
+    let o = w.info();
+    writeln!(o)?;
     if s.reused > 0 {
         writeln!(
-            w,
+            o,
             "Hashed {} files, reused {} unchanged hashes from --since.",
             s.hashed, s.reused
         )?;
     } else {
-        writeln!(w, "Hashed {} files.", s.hashed)?;
+        writeln!(o, "Hashed {} files.", s.hashed)?;
     }
     if let Some(m) = &s.manifest {
-        writeln!(w, "Manifest written to {m}")?;
+        writeln!(o, "Manifest written to {m}")?;
     }
-    if s.problems == 0 {
-        writeln!(w, "Result: clean.")?;
-    } else {
+    result(w, s.problems as usize, "")
+}
+
+/// Entity counts (context) and, bounded per entity, the ones missing a
+/// required file (problems).
+fn entities(w: &mut Out, entities: &[crate::summary::EntitySummary]) -> io::Result<()> {
+    if entities.is_empty() {
+        return Ok(());
+    }
+    let any_missing = entities.iter().any(|e| !e.missing_required.is_empty());
+    writeln!(w.info_unless(any_missing), "\nEntities:")?;
+    for e in entities {
+        let bad = e.missing_required.len();
+        let note = if bad > 0 {
+            format!(" ({bad} missing required files)")
+        } else {
+            String::new()
+        };
         writeln!(
-            w,
-            "Result: {} problem(s) listed above (exit 1).",
-            s.problems
+            w.info_unless(bad > 0),
+            "  {:<16} {:>5} × {}{note}",
+            e.area,
+            e.count,
+            e.entity
         )?;
+        bounded(w, "    ", &e.missing_required, |m| {
+            format!("{}/{}: missing {}", e.area, m.id, m.missing.join(", "))
+        })?;
     }
     Ok(())
 }
 
-pub fn archive(w: &mut dyn Write, r: &crate::commands::archive::ArchiveReport) -> io::Result<()> {
-    writeln!(w, "datamig archive {} ({})", r.target, r.source)?;
-    writeln!(w, "  archive   {}", r.archive)?;
-    writeln!(w, "  manifest  {}", r.manifest)?;
-    writeln!(w, "  sha256    {}  ({})", r.archive_sha256, r.sha256_file)?;
+pub fn archive(w: &mut Out, r: &crate::commands::archive::ArchiveReport) -> io::Result<()> {
+    let o = w.info();
+    writeln!(o, "datamig archive {} ({})", r.target, r.source)?;
+    writeln!(o, "  archive   {}", r.archive)?;
+    writeln!(o, "  manifest  {}", r.manifest)?;
+    writeln!(o, "  sha256    {}  ({})", r.archive_sha256, r.sha256_file)?;
     let ratio = if r.compressed_bytes > 0 {
         r.tar_bytes as f64 / r.compressed_bytes as f64
     } else {
         0.0
     };
     writeln!(
-        w,
+        o,
         "  {} members, {} files, {} of file data -> {} compressed ({ratio:.2}x, {} frames) in {:.1}s",
         r.members,
         r.files,
@@ -173,54 +272,55 @@ pub fn archive(w: &mut dyn Write, r: &crate::commands::archive::ArchiveReport) -
     )?;
     for a in &r.absent {
         writeln!(
-            w,
+            o,
             "  note: {a} is part of the target but does not exist; nothing to archive there"
         )?;
     }
     list(w, "Flagged: not captured cleanly", &r.flagged, |n| {
         format!("{}: {}", n.path, n.note)
     })?;
-    list(w, "Notes", &r.notes, |n| format!("{}: {}", n.path, n.note))?;
+    list(w.info(), "Notes", &r.notes, |n| {
+        format!("{}: {}", n.path, n.note)
+    })?;
     list(
-        w,
+        w.info(),
         "Secrets included: keep this archive private (it is mode 0600)",
         &r.secrets,
         |p| p.clone(),
     )?;
+    let failed = r.verify != "passed" && r.verify != "skipped";
     match r.verify {
         "passed" => writeln!(
-            w,
+            w.info(),
             "\nVerify: passed, every member read back and matched its manifest entry."
         )?,
         "skipped" => writeln!(
-            w,
+            w.info(),
             "\nVerify: skipped (--no-verify); run `datamig verify {}` before relying on it.",
             r.archive
         )?,
         _ => writeln!(w, "\nVerify: FAILED")?,
     }
-    removal(
-        w,
-        &r.overrides,
-        r.remove_refused.as_deref(),
-        r.removed.as_ref(),
-    )?;
-    if r.clean() {
-        writeln!(w, "Result: clean.")?;
-    } else {
-        writeln!(w, "Result: problems listed above (exit 1).")?;
-    }
-    Ok(())
+    let problems = r.flagged.len()
+        + usize::from(failed)
+        + removal(
+            w,
+            &r.overrides,
+            r.remove_refused.as_deref(),
+            r.removed.as_ref(),
+        )?;
+    result(w, problems, "")
 }
 
 /// The end of `--remove-source` and `retire`: checks a flag overrode (loud:
-/// the run is not clean), then what was removed or why nothing was.
+/// the run is not clean), then what was removed or why nothing was. Returns
+/// how many problems it printed.
 fn removal(
-    w: &mut dyn Write,
+    w: &mut Out,
     overrides: &[crate::archive::gates::Override],
     refused: Option<&str>,
     removed: Option<&crate::archive::remove::Removal>,
-) -> io::Result<()> {
+) -> io::Result<usize> {
     let consequence = if removed.is_some() {
         "removed anyway because of"
     } else {
@@ -232,9 +332,10 @@ fn removal(
     if let Some(why) = refused {
         writeln!(w, "Source NOT removed: {why}")?;
     }
+    let mut kept = 0;
     if let Some(rm) = removed {
         writeln!(
-            w,
+            w.info(),
             "Source removed: {} files ({}), {} directories.",
             rm.files,
             human_bytes(rm.bytes),
@@ -243,22 +344,32 @@ fn removal(
         list(w, "Kept (not removed)", &rm.kept, |n| {
             format!("{}: {}", n.path, n.note)
         })?;
+        kept = rm.kept.len();
     }
-    Ok(())
+    Ok(overrides.len() + kept + usize::from(refused.is_some()))
 }
 
-pub fn retire(w: &mut dyn Write, r: &crate::commands::retire::RetireReport) -> io::Result<()> {
-    writeln!(w, "datamig retire {}", r.archive)?;
-    writeln!(w, "  source    {} ({})", r.target, r.source)?;
-    let verify = if r.verify == "passed" {
-        "passed, every member matched its manifest entry"
+pub fn retire(w: &mut Out, r: &crate::commands::retire::RetireReport) -> io::Result<()> {
+    let o = w.info();
+    writeln!(o, "datamig retire {}", r.archive)?;
+    writeln!(o, "  source    {} ({})", r.target, r.source)?;
+    let failed = r.verify != "passed";
+    if failed {
+        writeln!(w, "  verify    FAILED")?;
     } else {
-        "FAILED"
-    };
-    writeln!(w, "  verify    {verify}")?;
+        writeln!(
+            w.info(),
+            "  verify    passed, every member matched its manifest entry"
+        )?;
+    }
     list(w, "Discrepancies", &r.discrepancies, |s| s.clone())?;
+    let mut changed = 0;
     if let Some(a) = &r.audit {
-        writeln!(w, "  audit     {} entries match the archive", a.matched)?;
+        writeln!(
+            w.info(),
+            "  audit     {} entries match the archive",
+            a.matched
+        )?;
         notes(w, "Modified since archived", &a.modified)?;
         notes(w, "Metadata changed since archived", &a.metadata)?;
         list(w, "Missing since archived", &a.missing, |p| p.clone())?;
@@ -267,22 +378,27 @@ pub fn retire(w: &mut dyn Write, r: &crate::commands::retire::RetireReport) -> i
             format!("{} -> {}", m.from, m.to)
         })?;
         notes(w, "Unreadable", &a.unreadable)?;
+        changed = a.modified.len()
+            + a.metadata.len()
+            + a.missing.len()
+            + a.new.len()
+            + a.moved.len()
+            + a.unreadable.len();
     }
-    list(w, "Gates", &r.gates, |g| {
+    notes(w.info(), "Notes", &r.notes)?;
+    list(w.info(), "Gates", &r.gates, |g| {
         format!("{}: {}, {}", g.check.name(), g.outcome.shout(), g.detail)
     })?;
-    writeln!(w)?;
-    removal(
-        w,
-        &r.overrides,
-        r.remove_refused.as_deref(),
-        r.removed.as_ref(),
-    )?;
-    if r.clean() {
-        writeln!(w, "Result: clean; the archive stands in for the source.")
-    } else {
-        writeln!(w, "Result: problems listed above (exit 1).")
-    }
+    writeln!(w.info())?;
+    let problems = r.discrepancies.len()
+        + changed
+        + removal(
+            w,
+            &r.overrides,
+            r.remove_refused.as_deref(),
+            r.removed.as_ref(),
+        )?;
+    result(w, problems, "; the archive stands in for the source")
 }
 
 /// GNU sha256sum lines (text mode), escaped as GNU does for `\` and newline.
@@ -338,38 +454,47 @@ pub fn files0(w: &mut dyn Write, entries: &[Entry]) -> io::Result<()> {
     Ok(())
 }
 
-fn notes(w: &mut dyn Write, title: &str, items: &[crate::summary::PathNote]) -> io::Result<()> {
+fn notes<W: Write + ?Sized>(
+    w: &mut W,
+    title: &str,
+    items: &[crate::summary::PathNote],
+) -> io::Result<()> {
     list(w, title, items, |n| format!("{}: {}", n.path, n.note))
 }
 
 pub fn verify_archive(
-    w: &mut dyn Write,
+    w: &mut Out,
     r: &crate::verify::archive::ArchiveVerifyReport,
 ) -> io::Result<()> {
     writeln!(
-        w,
+        w.info(),
         "datamig verify {}{}",
         r.archive,
         if r.quick { " (quick)" } else { "" }
     )?;
-    writeln!(w, "  checked against    {} manifest", r.checked_against)?;
-    writeln!(w, "  embedded manifest  {}", r.embedded_manifest)?;
-    writeln!(w, "  sidecar manifest   {}", r.sidecar_manifest)?;
-    writeln!(w, "  sidecar .sha256    {}", r.sidecar_sha256)?;
-    writeln!(w, "  archive sha256     {}", r.archive_sha256)?;
+    // Why the archive cannot be read to its end comes before any list of
+    // what that cost (a truncated archive loses every member after the cut).
+    let mut cause: Vec<&String> = Vec::new();
+    if let Some(m) = &r.members {
+        cause.extend(m.damaged_frames.iter().chain(&m.stream));
+    }
+    if let Some(p) = r.foreign.as_ref().and_then(|c| c.problem.as_ref()) {
+        cause.push(p);
+    }
+    bounded(w, "  cause              ", &cause, |s| s.to_string())?;
+    let o = w.info();
+    writeln!(o, "  checked against    {} manifest", r.checked_against)?;
+    writeln!(o, "  embedded manifest  {}", r.embedded_manifest)?;
+    writeln!(o, "  sidecar manifest   {}", r.sidecar_manifest)?;
+    writeln!(o, "  sidecar .sha256    {}", r.sidecar_sha256)?;
+    writeln!(o, "  archive sha256     {}", r.archive_sha256)?;
     if let Some(m) = &r.members {
         let total = m.ok + (m.mismatched.len() + m.missing.len() + m.damaged.len()) as u64;
-        writeln!(w, "  members            {} ok of {total}", m.ok)?;
-        notes(w, "Mismatched", &m.mismatched)?;
-        notes(w, "Damaged (lost to a corrupt zstd frame)", &m.damaged)?;
-        notes(w, "Missing", &m.missing)?;
-        notes(w, "Unexpected", &m.unexpected)?;
-        list(w, "Damaged frames", &m.damaged_frames, |s| s.clone())?;
-        list(w, "Stream", &m.stream, |s| s.clone())?;
+        writeln!(o, "  members            {} ok of {total}", m.ok)?;
     }
     if let Some(c) = &r.foreign {
         writeln!(
-            w,
+            o,
             "  no manifest        the stream {}: {} members, {} zstd frame(s), {} compressed bytes",
             if c.complete {
                 "decodes end to end"
@@ -380,9 +505,16 @@ pub fn verify_archive(
             c.frames,
             c.compressed_bytes
         )?;
-        if let Some(p) = &c.problem {
-            writeln!(w, "  stream             {p}")?;
-        }
+    }
+    if let Some(m) = &r.members {
+        notes(w, "Mismatched", &m.mismatched)?;
+        notes(
+            w,
+            "Damaged (lost to a corrupt or cut-off zstd frame)",
+            &m.damaged,
+        )?;
+        notes(w, "Missing", &m.missing)?;
+        notes(w, "Unexpected", &m.unexpected)?;
     }
     list(
         w,
@@ -390,47 +522,41 @@ pub fn verify_archive(
         &r.flagged,
         |f| format!("{}: {}", f.path, f.note),
     )?;
-    if r.clean() {
-        writeln!(w, "\nResult: clean, every check passed.")
-    } else {
-        list(w, "Discrepancies", &r.discrepancies, |s| s.clone())?;
-        writeln!(
-            w,
-            "\nResult: {} discrepancies (exit 1).",
-            r.discrepancies.len()
-        )
-    }
+    // Each finding under one heading: the lists above are not repeated here.
+    list(w, "Other discrepancies", &r.unlisted, |s| s.clone())?;
+    result(w, r.discrepancies.len(), ", every check passed")
 }
 
-pub fn tree(w: &mut dyn Write, r: &crate::verify::tree::TreeReport) -> io::Result<()> {
-    writeln!(w, "datamig verify --tree {} against {}", r.tree, r.manifest)?;
+pub fn tree(w: &mut Out, r: &crate::verify::tree::TreeReport) -> io::Result<()> {
+    let o = w.info();
+    writeln!(o, "datamig verify --tree {} against {}", r.tree, r.manifest)?;
     if r.fast {
         writeln!(
-            w,
+            o,
             "  (--fast: size and mtime only; content changes that keep both are not detected)"
         )?;
     }
-    writeln!(w, "  matched {}", r.matched)?;
+    writeln!(o, "  matched {}", r.matched)?;
     notes(w, "Modified", &r.modified)?;
     notes(w, "Metadata changed", &r.metadata)?;
     list(w, "Missing", &r.missing, |p| p.clone())?;
     list(w, "New", &r.new, |p| p.clone())?;
     list(w, "Moved", &r.moved, |m| format!("{} -> {}", m.from, m.to))?;
     notes(w, "Unreadable", &r.unreadable)?;
-    if r.clean() {
-        writeln!(w, "\nResult: clean.")
-    } else {
-        writeln!(w, "\nResult: differences listed above (exit 1).")
-    }
+    let problems = r.modified.len()
+        + r.metadata.len()
+        + r.missing.len()
+        + r.new.len()
+        + r.moved.len()
+        + r.unreadable.len();
+    result(w, problems, "")
 }
 
-pub fn migration(
-    w: &mut dyn Write,
-    r: &crate::verify::migration::MigrationReport,
-) -> io::Result<()> {
-    writeln!(w, "datamig verify --migration ({})", r.root)?;
+pub fn migration(w: &mut Out, r: &crate::verify::migration::MigrationReport) -> io::Result<()> {
+    let o = w.info();
+    writeln!(o, "datamig verify --migration ({})", r.root)?;
     writeln!(
-        w,
+        o,
         "  legacy files {}, migrated (identical) {}",
         r.legacy_files, r.migrated
     )?;
@@ -438,11 +564,18 @@ pub fn migration(
         w,
         "Not migrated (nothing at the consolidated place)",
         &r.not_migrated,
-        |x| format!("{} -> {}", x.legacy, x.expected),
+        |x| {
+            let fix = x
+                .copy
+                .as_deref()
+                .unwrap_or("move what is in the way, then copy it");
+            format!("{} -> {}\n      to copy it: {fix}", x.legacy, x.expected)
+        },
     )?;
     list(w, "Differs", &r.differs, |d| {
+        let fix = d.copy.as_deref().unwrap_or("copy it by hand");
         format!(
-            "{} ({} {}) vs {} ({} {}); newer: {}",
+            "{} ({} {}) vs {} ({} {}); newer: {}\n      if the legacy copy is right: {fix}",
             d.legacy,
             d.legacy_sha256,
             d.legacy_mtime,
@@ -459,25 +592,47 @@ pub fn migration(
         |p| p.clone(),
     )?;
     notes(w, "Unreadable", &r.unreadable)?;
+    list(
+        w,
+        "Accepted as obsolete (--accept; not migrated on purpose)",
+        &r.accepted,
+        |a| {
+            format!(
+                "{} ({}; --accept {})",
+                a.legacy,
+                a.was.replace('_', " "),
+                a.accepted_by
+            )
+        },
+    )?;
     let bad = r.not_migrated.len() + r.differs.len() + r.unmapped.len() + r.unreadable.len();
     if bad == 0 {
         writeln!(
             w,
-            "\nResult: every legacy file has an identical consolidated copy."
+            "\nResult: every legacy file has an identical consolidated copy{}.",
+            if r.accepted.is_empty() {
+                String::new()
+            } else {
+                format!(" or was accepted as obsolete ({})", r.accepted.len())
+            }
         )
     } else {
         writeln!(
             w,
-            "\nResult: {bad} legacy files are not safely migrated (exit 1)."
+            "\nResult: {bad} legacy files are not safely migrated (exit 1).\n  \
+             To resolve: copy each to its place (the cp -p lines above), or, if it is obsolete, \
+             run again with --accept PATH (repeatable); the same --accept is honoured by \
+             `archive v2-dev-data --remove-source`."
         )
     }
 }
 
-pub fn restore(w: &mut dyn Write, r: &crate::restore::RestoreReport) -> io::Result<()> {
-    writeln!(w, "datamig restore {} -> {}", r.archive, r.to)?;
-    writeln!(w, "  checked against {} manifest", r.manifest)?;
+pub fn restore(w: &mut Out, r: &crate::restore::RestoreReport) -> io::Result<()> {
+    let o = w.info();
+    writeln!(o, "datamig restore {} -> {}", r.archive, r.to)?;
+    writeln!(o, "  checked against {} manifest", r.manifest)?;
     writeln!(
-        w,
+        o,
         "  {} files ({}), {} directories, {} symlinks, {} hard links{} in {:.1}s",
         r.files,
         human_bytes(r.bytes),
@@ -492,7 +647,7 @@ pub fn restore(w: &mut dyn Write, r: &crate::restore::RestoreReport) -> io::Resu
         r.seconds
     )?;
     writeln!(
-        w,
+        o,
         "  read {} of the {} archive",
         human_bytes(r.archive_bytes_read),
         human_bytes(r.archive_size)
@@ -522,27 +677,41 @@ pub fn restore(w: &mut dyn Write, r: &crate::restore::RestoreReport) -> io::Resu
         &r.swapped,
     )?;
     notes(
-        w,
+        w.info(),
         "Foreign members restored differently from their header (what was done)",
         &r.notes,
     )?;
     list(
-        w,
+        w.info(),
         "Removed temporary files left by a killed datamig run",
         &r.removed_temps,
         |p| p.clone(),
     )?;
-    if r.clean() {
-        writeln!(w, "\nResult: clean, every file matched its manifest.")
-    } else {
-        writeln!(w, "\nResult: problems listed above (exit 1).")
-    }
+    let problems = r.refused.len()
+        + r.corrupt.len()
+        + r.unverified.len()
+        + r.missing.len()
+        + r.errors.len()
+        + r.manifest_problems.len()
+        + r.swapped.len();
+    result(w, problems, ", every file matched its manifest")
 }
 
-pub fn members(w: &mut dyn Write, r: &crate::commands::list::ListReport) -> io::Result<()> {
+/// The member table is the output itself, like `ls`: never cut short.
+pub fn members(w: &mut Out, r: &crate::commands::list::ListReport) -> io::Result<()> {
     if let Some(note) = &r.note {
-        writeln!(w, "# {}: {note}", r.archive)?;
+        writeln!(w.info(), "# {}: {note}", r.archive)?;
     }
+    writeln!(
+        w.info(),
+        "{:<8} {:<4} {:<11} {:>12} {:<20} {:<64} PATH",
+        "TYPE",
+        "MODE",
+        "OWNER",
+        "SIZE",
+        "MTIME",
+        "SHA256"
+    )?;
     for m in &r.members {
         let link = m
             .target
@@ -550,10 +719,11 @@ pub fn members(w: &mut dyn Write, r: &crate::commands::list::ListReport) -> io::
             .map(|t| format!(" -> {t}"))
             .unwrap_or_default();
         writeln!(
-            w,
-            "{:<8} {} {:>12} {} {:<64} {}{link}",
+            w.info(),
+            "{:<8} {:<4} {:<11} {:>12} {:<20} {:<64} {}{link}",
             m.kind,
             m.mode,
+            format!("{}/{}", m.uid, m.gid),
             m.size,
             m.mtime,
             m.sha256.as_deref().unwrap_or("-"),
@@ -562,55 +732,136 @@ pub fn members(w: &mut dyn Write, r: &crate::commands::list::ListReport) -> io::
     }
     if r.not_archived > 0 {
         writeln!(
-            w,
+            w.info(),
             "({} entries recorded in the manifest were not archived)",
             r.not_archived
         )?;
     }
+    list(
+        w,
+        "Not in the archive (no member at or under these paths; exit 1)",
+        &r.not_found,
+        |p| p.clone(),
+    )?;
     if let Some(s) = &r.stream {
         match &s.problem {
             None => writeln!(
-                w,
+                w.info(),
                 "# the stream decodes end to end: {} members, {} zstd frame(s), {} compressed bytes",
-                s.members, s.frames, s.compressed_bytes
+                s.members,
+                s.frames,
+                s.compressed_bytes
             )?,
-            Some(p) => writeln!(w, "# INCOMPLETE after {} members: {p} (exit 1)", s.members)?,
+            Some(p) => {
+                writeln!(w, "# INCOMPLETE after {} members: {p}", s.members)?;
+                // A clean listing ends with its last member, so scripts
+                // reading the table see no trailer; a broken one says so.
+                result(w, 1, "")?;
+            }
         }
     }
     Ok(())
 }
 
-pub fn backup(w: &mut dyn Write, r: &crate::commands::backup::BackupReport) -> io::Result<()> {
+/// `datamig list DIR`: one row per archive, oldest first.
+pub fn archives(w: &mut Out, r: &crate::commands::list_dir::ArchivesReport) -> io::Result<()> {
+    let o = w.info();
+    writeln!(o, "datamig list {}: {} archives", r.dir, r.archives.len())?;
+    writeln!(
+        o,
+        "{:<20} {:>10} {:>8} {:<8} {:<10} NAME",
+        "DATE", "SIZE", "MEMBERS", "KIND", "STATE"
+    )?;
+    for a in &r.archives {
+        writeln!(
+            o,
+            "{:<20} {:>10} {:>8} {:<8} {:<10} {}",
+            a.date,
+            human_bytes(a.size),
+            a.members.map_or("-".to_string(), |n| n.to_string()),
+            a.kind,
+            a.state,
+            a.name
+        )?;
+    }
+    let noted: Vec<_> = r.archives.iter().filter(|a| a.note.is_some()).collect();
+    list(w, "Notes", &noted, |a| {
+        format!("{}: {}", a.name, a.note.as_deref().unwrap_or(""))
+    })?;
+    writeln!(
+        w.info(),
+        "\n(from the sidecars only; `datamig verify --all {}` reads and checks every archive)",
+        r.dir
+    )
+}
+
+/// `datamig verify A B …`: a result line per archive, then what was wrong.
+pub fn verify_archives(w: &mut Out, r: &crate::verify::many::ManyReport) -> io::Result<()> {
+    writeln!(
+        w,
+        "datamig verify{}: {} archives",
+        if r.quick { " --quick" } else { "" },
+        r.archives.len()
+    )?;
+    for a in &r.archives {
+        let what = match a.result {
+            "clean" => "ok".to_string(),
+            "discrepancies" if a.discrepancies == 1 => "1 discrepancy".to_string(),
+            "discrepancies" => format!("{} discrepancies", a.discrepancies),
+            _ => "could not be checked".to_string(),
+        };
+        writeln!(w, "  {:<24} {}", what, a.archive)?;
+    }
+    for a in &r.archives {
+        if let Some(c) = &a.check
+            && !c.discrepancies.is_empty()
+        {
+            list(w, &a.archive, &c.discrepancies, |s| s.clone())?;
+        }
+    }
+    let errors: Vec<_> = r.archives.iter().filter(|a| a.error.is_some()).collect();
+    list(w, "Could not be checked", &errors, |a| {
+        format!("{}: {}", a.archive, a.error.as_deref().unwrap_or(""))
+    })?;
+    writeln!(
+        w,
+        "\nResult: {} clean, {} with discrepancies, {} could not be checked (exit {}).",
+        r.clean, r.with_discrepancies, r.errors, r.exit
+    )
+}
+
+pub fn backup(w: &mut Out, r: &crate::commands::backup::BackupReport) -> io::Result<()> {
     use crate::backup::retention::Action;
+    let o = w.info();
     if r.dry_run {
         writeln!(
-            w,
+            o,
             "datamig backup --dry-run: no archive made, nothing removed; retention of {} as of {}",
             r.dest, r.now
         )?;
         if let Some(n) = &r.would_make {
-            writeln!(w, "  would make {n} (counted below as the newest backup)")?;
+            writeln!(o, "  would make {n} (counted below as the newest backup)")?;
         }
     } else {
-        writeln!(w, "datamig backup of {} -> {} at {}", r.root, r.dest, r.now)?;
+        writeln!(o, "datamig backup of {} -> {} at {}", r.root, r.dest, r.now)?;
     }
     if let Some(why) = &r.skip_reason {
-        writeln!(w, "Skipped: {why}. Nothing made, nothing removed.")?;
-        return Ok(());
+        writeln!(o, "Skipped: {why}. Nothing made, nothing removed.")?;
+        return result(w, 0, ", skipped");
     }
     if let Some(v) = &r.newest_verify {
-        writeln!(w, "  newest backup, verify --quick: {v}")?;
+        writeln!(o, "  newest backup, verify --quick: {v}")?;
     }
     if let Some(c) = &r.changed {
-        writeln!(w, "  changed since the newest backup: {c}")?;
+        writeln!(o, "  changed since the newest backup: {c}")?;
     }
     if let Some(a) = &r.archive {
-        writeln!(w, "  archive   {a}")?;
+        writeln!(o, "  archive   {a}")?;
         if let Some(h) = &r.archive_sha256 {
-            writeln!(w, "  sha256    {h}")?;
+            writeln!(o, "  sha256    {h}")?;
         }
         writeln!(
-            w,
+            o,
             "  {} files, {} of file data -> {} compressed; verify {}; {:.1}s",
             r.files,
             human_bytes(r.file_bytes),
@@ -620,7 +871,7 @@ pub fn backup(w: &mut dyn Write, r: &crate::commands::backup::BackupReport) -> i
         )?;
         if r.secrets > 0 {
             writeln!(
-                w,
+                o,
                 "  {} secret files included: keep the backups private (mode 0600)",
                 r.secrets
             )?;
@@ -629,10 +880,15 @@ pub fn backup(w: &mut dyn Write, r: &crate::commands::backup::BackupReport) -> i
     list(w, "Flagged: not captured cleanly", &r.flagged, |n| {
         format!("{}: {}", n.path, n.note)
     })?;
-    list(w, "Notes", &r.notes, |n| format!("{}: {}", n.path, n.note))?;
-    writeln!(w, "\nRetention ({}):", r.policy_text)?;
+    list(w.info(), "Notes", &r.notes, |n| {
+        format!("{}: {}", n.path, n.note)
+    })?;
+    // The retention table is every backup there is, not a list of problems:
+    // it is shown whole (it is as long as the policy keeps backups).
+    let o = w.info();
+    writeln!(o, "\nRetention ({}):", r.policy_text)?;
     if r.decisions.is_empty() {
-        writeln!(w, "  no backups")?;
+        writeln!(o, "  no backups")?;
     }
     let remove = if r.dry_run { "would remove" } else { "remove" };
     let width = r.decisions.iter().map(|d| d.name.len()).max().unwrap_or(0);
@@ -642,15 +898,18 @@ pub fn backup(w: &mut dyn Write, r: &crate::commands::backup::BackupReport) -> i
             Action::Remove => remove,
         };
         writeln!(
-            w,
+            o,
             "  {verb:<12} {:<width$}  {}",
             d.name,
             d.reasons.join("; ")
         )?;
     }
-    list(w, "Not datamig backups, left alone", &r.ignored, |n| {
-        format!("{}: {}", n.path, n.note)
-    })?;
+    list(
+        w.info(),
+        "Not datamig backups, left alone",
+        &r.ignored,
+        |n| format!("{}: {}", n.path, n.note),
+    )?;
     list(w, "Could not remove", &r.remove_errors, |n| {
         format!("{}: {}", n.path, n.note)
     })?;
@@ -661,19 +920,8 @@ pub fn backup(w: &mut dyn Write, r: &crate::commands::backup::BackupReport) -> i
         "removed"
     };
     let backups = if n == 1 { "backup" } else { "backups" };
-    if r.clean() {
-        writeln!(
-            w,
-            "\nResult: clean; {n} {backups} {what}, {} kept.",
-            r.kept.len()
-        )
-    } else {
-        writeln!(
-            w,
-            "\nResult: problems listed above (exit 1); {n} {backups} {what}, {} kept.",
-            r.kept.len()
-        )
-    }
+    let tail = format!("; {n} {backups} {what}, {} kept", r.kept.len());
+    result_and(w, r.flagged.len() + r.remove_errors.len(), "", &tail)
 }
 
 #[cfg(test)]
@@ -695,6 +943,54 @@ mod tests {
         assert_eq!(
             sha256sum_line(&h, b"a\\b"),
             format!("\\{z}  a\\\\b\n").into_bytes()
+        );
+    }
+
+    fn rendered(quiet: bool, f: impl FnOnce(&mut Out) -> io::Result<()>) -> String {
+        let mut buf = Vec::new();
+        f(&mut Out::new(&mut buf, quiet)).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn list_shows_at_most_the_limit_then_counts_the_rest() {
+        let items: Vec<u32> = (1..=23).collect();
+        let text = rendered(false, |w| list(w, "Things", &items, |i| i.to_string()));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[..2], ["", "Things (23):"]);
+        assert_eq!(lines[2], "  1");
+        assert_eq!(lines[LIST_LIMIT + 1], "  20");
+        assert_eq!(
+            lines[LIST_LIMIT + 2],
+            "  … and 3 more (all of them in --json)"
+        );
+        assert_eq!(lines.len(), LIST_LIMIT + 3);
+        // Exactly the limit: no "more" line; empty: nothing at all.
+        let text = rendered(false, |w| {
+            list(w, "T", &items[..LIST_LIMIT], |i| i.to_string())
+        });
+        assert!(!text.contains("more"), "{text}");
+        assert_eq!(
+            rendered(false, |w| list(w, "T", &items[..0], |i| i.to_string())),
+            ""
+        );
+    }
+
+    #[test]
+    fn quiet_out_drops_info_and_the_leading_blank_line() {
+        let report = |w: &mut Out| -> io::Result<()> {
+            writeln!(w.info(), "header")?;
+            list(w.info(), "Context", &["c"], |s| s.to_string())?;
+            list(w, "Problems", &["p"], |s| s.to_string())?;
+            result(w, 1, "")
+        };
+        assert_eq!(
+            rendered(true, report),
+            "Problems (1):\n  p\n\nResult: 1 problem listed above (exit 1).\n"
+        );
+        assert_eq!(
+            rendered(false, report),
+            "header\n\nContext (1):\n  c\n\nProblems (1):\n  p\n\nResult: 1 problem listed above (exit 1).\n"
         );
     }
 

@@ -301,6 +301,15 @@ pub fn rfc3339_ns(ns: i64) -> String {
     }
 }
 
+/// RFC 3339 with all nine fractional digits, for comparisons the operator must
+/// be able to see: two times that differ by a nanosecond print differently.
+pub fn rfc3339_nanos(ns: i64) -> String {
+    match jiff::Timestamp::from_nanosecond(ns as i128) {
+        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%S.%NZ").to_string(),
+        Err(_) => format!("@{ns}ns"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

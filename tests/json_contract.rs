@@ -142,6 +142,20 @@ fn item_3_every_subcommand_prints_one_json_line() {
     assert_eq!(code, 0, "list: {err}");
     one_json_line("list", &out, &err, "list");
 
+    // Many archives (issue 12 item 11): the directory listing and the joint check.
+    let (code, out, err) = run(&[os(b"--json"), os(b"list"), s(&dest).into()]);
+    assert_eq!(code, 0, "list DIR: {err}");
+    one_json_line("list DIR", &out, &err, "list-archives");
+    let (code, out, err) = run(&[
+        os(b"-q"),
+        os(b"--json"),
+        os(b"verify"),
+        os(b"--all"),
+        s(&dest).into(),
+    ]);
+    assert_eq!(code, 0, "verify --all: {err}");
+    one_json_line("verify --all DIR", &out, &err, "verify-archives");
+
     let (code, out, err) = run(&[
         os(b"--root"),
         s(&root).into(),

@@ -1084,7 +1084,9 @@ fn list_reads_the_sidecar_or_the_embedded_manifest() {
     let (c, out, err) = common::datamig([OsStr::new("list"), a.as_os_str()]);
     assert_eq!(c, 0, "{err}");
     let text = String::from_utf8_lossy(&out);
-    assert_eq!(text.lines().count(), want.len(), "{text}");
+    // A header row (issue 12 item 11), then one line per member.
+    assert!(text.starts_with("TYPE "), "{text}");
+    assert_eq!(text.lines().count(), want.len() + 1, "{text}");
     for row in &want {
         assert!(
             text.lines().any(|l| l.contains(&row.0)),

@@ -264,7 +264,10 @@ fn item_7_retire_of_an_unverified_archive_verifies_it_and_removes_links_and_all(
     );
     let archive = dest.join(format!("olddir-{DATE}.tar.zst"));
 
-    let (c, out, err) = dm(&root, &retire_args(&archive, &[]));
+    // Not quiet: a clean retire under -q prints nothing.
+    let mut args: Vec<&OsStr> = vec![OsStr::new("--root"), root.as_os_str()];
+    args.extend(retire_args(&archive, &[]));
+    let (c, out, err) = common::datamig(&args);
     assert_eq!(c, 0, "{err}\n{}", String::from_utf8_lossy(&out));
     let text = String::from_utf8_lossy(&out);
     assert!(
@@ -273,6 +276,18 @@ fn item_7_retire_of_an_unverified_archive_verifies_it_and_removes_links_and_all(
     );
     assert!(text.contains("Source removed: 6 files"), "{text}");
     assert!(text.contains("Result: clean"), "{text}");
+    assert!(!root.join("olddir").exists());
+
+    // Under -q a clean retire prints nothing at all.
+    small_tree(&root.join("olddir"));
+    let dest2 = t.path().join("out2");
+    dm_json(&root, &archive_args("olddir", &dest2, DATE, &[]), 0);
+    let (c, out, err) = dm(
+        &root,
+        &retire_args(&dest2.join(format!("olddir-{DATE}.tar.zst")), &[]),
+    );
+    assert_eq!(c, 0, "{err}");
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
     assert!(!root.join("olddir").exists());
 }
 

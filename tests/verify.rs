@@ -782,8 +782,11 @@ fn migration_check_on_the_fixture() {
     assert_eq!(d["legacy_sha256"], common::sha256sum_of(&legacy_diary));
     assert_eq!(d["consolidated_sha256"], common::sha256sum_of(&new_diary));
     assert_ne!(d["legacy_sha256"], d["consolidated_sha256"]);
-    assert_eq!(d["legacy_mtime"], "2023-11-14T22:13:20Z", "{r:#}");
-    assert_eq!(d["consolidated_mtime"], "2025-06-15T15:06:40Z", "{r:#}");
+    assert_eq!(d["legacy_mtime"], "2023-11-14T22:13:20.000000000Z", "{r:#}");
+    assert_eq!(
+        d["consolidated_mtime"], "2025-06-15T15:06:40.000000000Z",
+        "{r:#}"
+    );
     assert_eq!(d["newer"], "consolidated", "{r:#}");
     assert_empty(&r, "unmapped");
     assert_empty(&r, "unreadable");

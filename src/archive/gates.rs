@@ -10,10 +10,13 @@
 
 use std::path::Path;
 
+use anyhow::Result;
+
 use serde::Serialize;
 
 use crate::archive::Source;
 use crate::layout::Layout;
+use crate::verify::migration::{Accepted, MigrationReport};
 
 /// What a gate checks (the `check` field in JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -190,16 +193,31 @@ pub struct PolicyInput<'a> {
     pub threads: usize,
     pub source: &'a Source,
     pub overrides: Overrides,
+    /// `--accept PATH`: legacy files the migration check takes as obsolete.
+    pub accept: &'a [String],
+}
+
+/// What the policy gates found.
+pub struct Policy {
+    pub gates: Vec<GateResult>,
+    /// Legacy files the migration check passed because of `--accept`: the
+    /// archive is their only copy, so the report names them.
+    pub accepted: Vec<Accepted>,
 }
 
 /// The gates that depend on what the source is, not on how it was captured:
 /// shared by `archive --remove-source` and `retire`.
-pub fn policy(p: &PolicyInput) -> Vec<GateResult> {
-    let mut gates = vec![live(p)];
+pub fn policy(p: &PolicyInput) -> Policy {
+    let mut policy = Policy {
+        gates: vec![live(p)],
+        accepted: Vec::new(),
+    };
     if p.source.requires_migration_check {
-        gates.push(migration(p));
+        let (gate, accepted) = migration(p);
+        policy.gates.push(gate);
+        policy.accepted = accepted;
     }
-    gates
+    policy
 }
 
 fn live(p: &PolicyInput) -> GateResult {
@@ -218,15 +236,21 @@ fn live(p: &PolicyInput) -> GateResult {
 
 /// Runs `verify --migration` even when `--skip-migration-check` is given, so
 /// that the report can say what the flag overrode.
-fn migration(p: &PolicyInput) -> GateResult {
-    let t = &p.source.target;
-    let flag = Some((SKIP_MIGRATION_CHECK, p.overrides.skip_migration_check));
+fn migration(p: &PolicyInput) -> (GateResult, Vec<Accepted>) {
     let m = crate::verify::migration::verify_migration(
         p.root,
         p.layout,
         p.threads,
+        p.accept,
         &crate::progress::Silent,
     );
+    let accepted = m.as_ref().map(|m| m.accepted.clone()).unwrap_or_default();
+    (migration_gate(p, m), accepted)
+}
+
+fn migration_gate(p: &PolicyInput, m: Result<MigrationReport>) -> GateResult {
+    let t = &p.source.target;
+    let flag = Some((SKIP_MIGRATION_CHECK, p.overrides.skip_migration_check));
     match m {
         Ok(m) if m.clean() => GateResult::passed(
             Check::Migration,
@@ -262,7 +286,7 @@ fn migration(p: &PolicyInput) -> GateResult {
 }
 
 /// "1 differs, 1 not migrated": the failing counts only.
-fn migration_counts(m: &crate::verify::migration::MigrationReport) -> String {
+fn migration_counts(m: &MigrationReport) -> String {
     let differ = if m.differs.len() == 1 {
         "differs"
     } else {

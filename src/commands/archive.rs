@@ -29,6 +29,7 @@ use crate::render::sha256sum_line;
 use crate::scan::{ScanSpec, scan};
 use crate::summary::PathNote;
 use crate::tarfmt::END_OF_ARCHIVE;
+use crate::verify::migration::Accepted;
 
 #[derive(Debug, Clone)]
 pub struct ArchiveOptions {
@@ -50,6 +51,8 @@ pub struct ArchiveOptions {
     pub remove_source: bool,
     /// Which failed removal gates `--remove-source` may pass anyway.
     pub overrides: Overrides,
+    /// `--accept PATH`: legacy files decided obsolete, as in `verify --migration --accept`.
+    pub migration_accept: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -106,6 +109,13 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         );
     }
     let src = resolve_source(root, &opts.layout, &opts.target)?;
+    let gated = opts.remove_source && src.requires_migration_check;
+    if !opts.migration_accept.is_empty() && !gated {
+        bail!(
+            "--accept applies only to --remove-source of a target that requires the migration \
+             check (v2-dev-data); drop --accept"
+        );
+    }
     let stamp = match &opts.stamp {
         Some(s) => s.clone(),
         None => date_stamp(opts.date.as_deref())?,
@@ -313,7 +323,8 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         overrides: Vec::new(),
     };
     if let Some(base_dir) = base_dir {
-        let gates = removal_gates(opts, &src, &report);
+        let (gates, accepted) = removal_gates(opts, &src, &report);
+        report.notes.extend(accepted_as_notes(&accepted));
         report.gates = gates.0.clone();
         report.overrides = gates.overrides();
         match (gates.refusal(), base_dir) {
@@ -405,6 +416,22 @@ pub(crate) fn scan_source(
     Ok((s.entries, s.identity))
 }
 
+/// Legacy files the operator accepted as obsolete: they pass the migration
+/// gate, so the report says which, and that the archive is their only copy.
+pub(crate) fn accepted_as_notes(accepted: &[Accepted]) -> Vec<PathNote> {
+    accepted
+        .iter()
+        .map(|a| PathNote {
+            path: a.legacy.clone(),
+            note: format!(
+                "accepted as obsolete by --accept {} ({}); kept only in this archive",
+                a.accepted_by,
+                a.was.replace('_', " ")
+            ),
+        })
+        .collect()
+}
+
 /// What the archive leaves out on purpose (issue 11): sockets.
 fn skipped_notes(entries: &[Entry]) -> Vec<PathNote> {
     entries
@@ -471,7 +498,11 @@ fn describe_failure(r: &CheckReport) -> String {
 
 /// The gates `--remove-source` passes: a verified, clean capture (no
 /// override), then the target's own (live data, migration check).
-fn removal_gates(opts: &ArchiveOptions, src: &Source, report: &ArchiveReport) -> Gates {
+fn removal_gates(
+    opts: &ArchiveOptions,
+    src: &Source,
+    report: &ArchiveReport,
+) -> (Gates, Vec<Accepted>) {
     let verify = match report.verify {
         "passed" => GateResult::passed(
             Check::Verify,
@@ -502,13 +533,15 @@ fn removal_gates(opts: &ArchiveOptions, src: &Source, report: &ArchiveReport) ->
             None,
         )
     };
-    let mut gates = vec![verify, capture];
-    gates.extend(gates::policy(&PolicyInput {
+    let policy = gates::policy(&PolicyInput {
         root: &opts.root,
         layout: &opts.layout,
         threads: opts.threads,
         source: src,
         overrides: opts.overrides,
-    }));
-    Gates(gates)
+        accept: &opts.migration_accept,
+    });
+    let mut gates = vec![verify, capture];
+    gates.extend(policy.gates);
+    (Gates(gates), policy.accepted)
 }

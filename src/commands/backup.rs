@@ -211,6 +211,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         verify: true,
         remove_source: false,
         overrides: Default::default(),
+        migration_accept: Vec::new(),
     };
     // Any error here (nothing to archive, name taken, failed read-back) ends
     // the run before retention: a failed run deletes nothing.

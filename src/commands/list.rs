@@ -1,10 +1,11 @@
-//! `datamig list ARCHIVE`: the members, from the sidecar manifest or, without
-//! it, from the manifest inside the archive found through the tail index —
-//! never by decompressing the whole archive. An archive with neither (one
-//! that `tar --zstd` or bsdtar wrote, or a datamig archive that lost its
-//! tail) is listed from its tar headers, decoding the whole stream.
+//! `datamig list ARCHIVE [PATH...]`: the members (or those at or under each
+//! PATH), from the sidecar manifest or, without it, from the manifest inside
+//! the archive found through the tail index — never by decompressing the
+//! whole archive. An archive with neither (one that `tar --zstd` or bsdtar
+//! wrote, or a datamig archive that lost its tail) is listed from its tar
+//! headers, decoding the whole stream. `list DIR` is in `list_dir.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -47,39 +48,93 @@ pub struct ListReport {
     /// Without a manifest: what decoding the whole stream found (a
     /// `problem` there means the list is incomplete: exit 1).
     pub stream: Option<StreamCheck>,
+    /// The PATH arguments the members were filtered by (empty: all members).
+    pub paths: Vec<String>,
+    /// PATH arguments that are no member and no directory prefix of one (exit 1).
+    pub not_found: Vec<String>,
 }
 
 impl ListReport {
     pub fn clean(&self) -> bool {
-        self.stream.as_ref().is_none_or(|s| s.problem.is_none())
+        self.stream.as_ref().is_none_or(|s| s.problem.is_none()) && self.not_found.is_empty()
     }
+
+    /// Keep the members at or under one of `paths`; name the paths that
+    /// select nothing. A trailing `/` or leading `./` is the same path.
+    fn select(mut self, paths: &[String]) -> ListReport {
+        if paths.is_empty() {
+            return self;
+        }
+        let wanted: Vec<&str> = paths
+            .iter()
+            .map(|p| {
+                let p = p.trim_end_matches('/');
+                p.strip_prefix("./").unwrap_or(p)
+            })
+            .collect();
+        let mut used = vec![false; wanted.len()];
+        self.members.retain(|m| {
+            let mut keep = false;
+            for (i, w) in wanted.iter().enumerate() {
+                if member_is_under(&m.path, w) {
+                    used[i] = true;
+                    keep = true;
+                }
+            }
+            keep
+        });
+        self.not_found = paths
+            .iter()
+            .zip(&used)
+            .filter(|(_, u)| !**u)
+            .map(|(p, _)| p.clone())
+            .collect();
+        self.paths = paths.to_vec();
+        self
+    }
+}
+
+/// A member path is selected by itself and by each directory above it.
+fn member_is_under(member: &str, wanted: &str) -> bool {
+    let m = member.trim_end_matches('/');
+    m == wanted || (m.starts_with(wanted) && m.as_bytes().get(wanted.len()) == Some(&b'/'))
 }
 
 pub const NO_MANIFEST: &str = "no manifest: listed from the tar headers";
 
-pub fn run(archive: &PathBuf) -> Result<ListReport> {
+pub fn run(archive: &Path, paths: &[String]) -> Result<ListReport> {
+    Ok(list_all(archive)?.select(paths))
+}
+
+/// The archive's manifest and where it came from ("sidecar" or "embedded"),
+/// reading only the sidecar or the archive's last frames; `None` when it has
+/// neither a sidecar nor a datamig index.
+pub fn load_manifest(archive: &Path) -> Result<Option<(Manifest, &'static str)>> {
     crate::atomic::refuse_temp_name(archive)?;
     let len = std::fs::metadata(archive)
         .with_context(|| format!("cannot open archive {}", archive.display()))?
         .len();
     let side = sidecar(archive, MANIFEST_SIDECAR);
-    let (m, source) = if side.exists() {
-        (Manifest::read_file(&side)?, "sidecar")
-    } else {
-        let mut f = std::fs::File::open(archive)?;
-        let Some(ix) = read_index(&mut f)? else {
-            return from_headers(archive);
-        };
-        let bytes = crate::verify::archive::read_embedded(
-            archive,
-            len,
-            ix.manifest_frame_offset,
-            ix.manifest_offset_in_frame,
-        )?;
-        (
-            Manifest::read(&bytes[..]).context("the manifest inside the archive is damaged")?,
-            "embedded",
-        )
+    if side.exists() {
+        return Ok(Some((Manifest::read_file(&side)?, "sidecar")));
+    }
+    let mut f = std::fs::File::open(archive)?;
+    let Some(ix) = read_index(&mut f)? else {
+        return Ok(None);
+    };
+    let bytes = crate::verify::archive::read_embedded(
+        archive,
+        len,
+        ix.manifest_frame_offset,
+        ix.manifest_offset_in_frame,
+    )?;
+    let m = Manifest::read(&bytes[..]).context("the manifest inside the archive is damaged")?;
+    Ok(Some((m, "embedded")))
+}
+
+fn list_all(archive: &Path) -> Result<ListReport> {
+    let Some((m, source)) = load_manifest(archive)? else {
+        return from_headers(archive);
     };
     let not_archived = m.entries.iter().filter(|e| e.pos.is_none()).count() as u64;
     let members = m
@@ -111,6 +166,8 @@ pub fn run(archive: &PathBuf) -> Result<ListReport> {
         not_archived,
         note: None,
         stream: None,
+        paths: vec![],
+        not_found: vec![],
     })
 }
 
@@ -133,6 +190,8 @@ fn from_headers(archive: &Path) -> Result<ListReport> {
         not_archived: 0,
         note: Some(NO_MANIFEST.into()),
         stream: Some(check),
+        paths: vec![],
+        not_found: vec![],
     })
 }
 
@@ -157,5 +216,19 @@ fn member_of(h: &MemberHeader) -> Member {
         mode: format!("{:04o}", h.mode),
         uid: h.uid,
         gid: h.gid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_selects_itself_and_what_is_below_it() {
+        assert!(member_is_under("data/a.txt", "data/a.txt"));
+        assert!(member_is_under("data/sub/b.txt", "data"));
+        assert!(member_is_under("data/sub", "data/sub"));
+        assert!(!member_is_under("data-other/x", "data"));
+        assert!(!member_is_under("data", "data/sub"));
     }
 }

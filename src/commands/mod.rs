@@ -4,4 +4,5 @@ pub mod archive;
 pub mod backup;
 pub mod inventory;
 pub mod list;
+pub mod list_dir;
 pub mod retire;

@@ -37,6 +37,8 @@ pub struct RetireOptions {
     pub excludes: Vec<String>,
     pub threads: usize,
     pub overrides: Overrides,
+    /// `--accept PATH`: legacy files the migration check takes as obsolete.
+    pub accept: Vec<String>,
 }
 
 /// The live tree against the archive's manifest (`verify --tree`'s lists).
@@ -100,6 +102,9 @@ pub struct RetireReport {
     pub discrepancies: Vec<String>,
     /// The tree against the manifest; absent when the archive did not verify.
     pub audit: Option<Audit>,
+    /// Legacy files the migration gate passed because of `--accept`: the
+    /// archive is their only copy.
+    pub notes: Vec<PathNote>,
     pub gates: Vec<GateResult>,
     pub overrides: Vec<Override>,
     pub removed: Option<Removal>,
@@ -121,6 +126,13 @@ pub fn run(opts: &RetireOptions, progress: &dyn Progress) -> Result<RetireReport
     crate::atomic::refuse_temp_name(archive)?;
     let manifest = load_manifest(archive)?;
     let src = archived_source(opts, &manifest)?;
+    if !opts.accept.is_empty() && !src.requires_migration_check {
+        bail!(
+            "--accept applies only to a target that requires the migration check (v2-dev-data), \
+             and {} does not; drop --accept",
+            src.target
+        );
+    }
     // Opened before the audit's scan: removal acts only through it.
     let base_dir = BaseDir::open(&opts.root, &src.base_rel, &src.scope);
 
@@ -143,13 +155,15 @@ pub fn run(opts: &RetireOptions, progress: &dyn Progress) -> Result<RetireReport
         audit = Some(a);
         live = Some((entries, identity));
     }
-    gates.extend(gates::policy(&PolicyInput {
+    let policy = gates::policy(&PolicyInput {
         root: &opts.root,
         layout: &opts.layout,
         threads: opts.threads,
         source: &src,
         overrides: opts.overrides,
-    }));
+        accept: &opts.accept,
+    });
+    gates.extend(policy.gates);
     let gates = Gates(gates);
     let mut report = RetireReport {
         report: "retire",
@@ -160,6 +174,7 @@ pub fn run(opts: &RetireOptions, progress: &dyn Progress) -> Result<RetireReport
         verify: if verified { "passed" } else { "failed" },
         discrepancies: v.discrepancies,
         audit,
+        notes: crate::commands::archive::accepted_as_notes(&policy.accepted),
         gates: gates.0.clone(),
         overrides: gates.overrides(),
         removed: None,

@@ -40,6 +40,11 @@ pub struct ArchiveVerifyReport {
     pub flagged: Vec<FlaggedEntry>,
     /// Every discrepancy in one list, for monitoring.
     pub discrepancies: Vec<String>,
+    /// The discrepancies no other field names (sidecars, seek table, a
+    /// manifest that cannot be used): the human report lists only these under
+    /// their own heading, so each finding appears there once.
+    #[serde(skip)]
+    pub unlisted: Vec<String>,
     /// An archive with no manifest at all (not made by datamig): what
     /// decoding the whole stream found. `None` when there was a manifest.
     pub foreign: Option<StreamCheck>,
@@ -73,6 +78,25 @@ pub fn flagged_entries(entries: &[Entry]) -> Vec<FlaggedEntry> {
         .collect()
 }
 
+/// The discrepancies as they are found, in order; each either named by
+/// another field too (`listed`) or only here (`push`).
+#[derive(Default)]
+struct Findings {
+    all: Vec<String>,
+    unlisted: Vec<String>,
+}
+
+impl Findings {
+    fn push(&mut self, s: String) {
+        self.unlisted.push(s.clone());
+        self.all.push(s);
+    }
+    /// A finding that `members`, `flagged` or `foreign` already names.
+    fn listed(&mut self, s: String) {
+        self.all.push(s);
+    }
+}
+
 impl ArchiveVerifyReport {
     pub fn clean(&self) -> bool {
         self.discrepancies.is_empty()
@@ -99,7 +123,7 @@ pub fn verify_archive(
             archive.display()
         );
     }
-    let mut disc = Vec::new();
+    let mut disc = Findings::default();
     let index = read_index(&mut f).ok().flatten();
     let side_path = sidecar(archive, MANIFEST_SIDECAR);
     if index.is_none() && !side_path.exists() {
@@ -181,7 +205,7 @@ pub fn verify_archive(
 
     let flagged = flagged_entries(&entries);
     for f in &flagged {
-        disc.push(format!(
+        disc.listed(format!(
             "not a complete copy: {}: {} (recorded in the manifest)",
             f.path, f.note
         ));
@@ -196,21 +220,21 @@ pub fn verify_archive(
             .collect();
         let r = check_archive_with(archive, &entries, &extra, progress)?;
         for n in &r.mismatched {
-            disc.push(format!("mismatched: {}: {}", n.path, n.note));
+            disc.listed(format!("mismatched: {}: {}", n.path, n.note));
         }
         for n in &r.damaged {
-            disc.push(format!("damaged: {}: {}", n.path, n.note));
+            disc.listed(format!("damaged: {}: {}", n.path, n.note));
         }
         for n in &r.missing {
-            disc.push(format!("missing: {}", n.path));
+            disc.listed(format!("missing: {}", n.path));
         }
         if checked_against != "none" {
             for n in &r.unexpected {
-                disc.push(format!("unexpected: {}: {}", n.path, n.note));
+                disc.listed(format!("unexpected: {}: {}", n.path, n.note));
             }
         }
         for s in r.damaged_frames.iter().chain(&r.stream) {
-            disc.push(s.clone());
+            disc.listed(s.clone());
         }
         (r.archive_sha256.clone(), Some(r))
     };
@@ -255,7 +279,8 @@ pub fn verify_archive(
         archive_sha256,
         members,
         flagged,
-        discrepancies: disc,
+        discrepancies: disc.all,
+        unlisted: disc.unlisted,
         foreign: None,
     })
 }
@@ -288,7 +313,7 @@ fn verify_foreign(
         "no manifest: no sidecar {} and no datamig index at the end of the archive (not made by datamig, or truncated), so its content cannot be checked against anything",
         sidecar(archive, MANIFEST_SIDECAR).display()
     );
-    let mut disc = Vec::new();
+    let mut disc = Findings::default();
     match &check {
         None => disc.push(format!("{why}; --quick: the stream was not decoded")),
         Some(c) => match &c.problem {
@@ -298,7 +323,7 @@ fn verify_foreign(
             )),
             Some(p) => {
                 disc.push(why);
-                disc.push(format!(
+                disc.listed(format!(
                     "the stream does not decode end to end: {p} ({} members read before that)",
                     c.members
                 ));
@@ -340,7 +365,8 @@ fn verify_foreign(
         archive_sha256,
         members: None,
         flagged: Vec::new(),
-        discrepancies: disc,
+        discrepancies: disc.all,
+        unlisted: disc.unlisted,
         foreign: check,
     })
 }

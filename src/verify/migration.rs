@@ -1,5 +1,7 @@
 //! `datamig verify --migration`: proof that every legacy file has an identical
-//! copy at its consolidated place, from the layout's migration rules.
+//! copy at its consolidated place, from the layout's migration rules. Each
+//! finding carries how to resolve it: the `cp -p` that puts it in place, or an
+//! explicit `--accept PATH` for a file the operator decides is obsolete.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -15,12 +17,16 @@ use crate::entry::{Entry, Kind, hex};
 use crate::layout::{Layout, MigrationRule};
 use crate::progress::Progress;
 use crate::scan::{ScanSpec, hash_reader, scan};
-use crate::summary::{PathNote, rfc3339_ns};
+use crate::summary::{PathNote, rfc3339_nanos};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NotMigrated {
     pub legacy: String,
     pub expected: String,
+    /// The shell command that puts the legacy file at its place (absolute
+    /// paths, quoted); absent when something other than a file is in the way
+    /// or a name is not UTF-8.
+    pub copy: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -29,10 +35,29 @@ pub struct Differs {
     pub consolidated: String,
     pub legacy_sha256: String,
     pub consolidated_sha256: String,
+    /// RFC 3339 with nanoseconds, so two different mtimes never print alike.
     pub legacy_mtime: String,
     pub consolidated_mtime: String,
-    /// "legacy", "consolidated" or "same".
+    pub legacy_mtime_ns: i64,
+    pub consolidated_mtime_ns: i64,
+    /// "legacy", "consolidated" or "same" (compared to the nanosecond).
     pub newer: &'static str,
+    /// `cp -p` of the legacy copy over the consolidated one, for when the
+    /// legacy copy is the right one.
+    pub copy: Option<String>,
+}
+
+/// A finding the operator resolved with `--accept PATH`: deliberately left
+/// behind (obsolete), listed so that nothing is dropped silently.
+#[derive(Debug, Clone, Serialize)]
+pub struct Accepted {
+    pub legacy: String,
+    /// Where the rules would put it (absent when no rule maps it).
+    pub expected: Option<String>,
+    /// What the check found: "not_migrated", "differs" or "unmapped".
+    pub was: &'static str,
+    /// The `--accept` argument that covers it.
+    pub accepted_by: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -47,6 +72,8 @@ pub struct MigrationReport {
     /// Legacy files no rule maps anywhere.
     pub unmapped: Vec<String>,
     pub unreadable: Vec<PathNote>,
+    /// Findings covered by `--accept`; not problems.
+    pub accepted: Vec<Accepted>,
 }
 
 impl MigrationReport {
@@ -129,12 +156,16 @@ fn legacy_roots(rules: &[MigrationRule]) -> Vec<Vec<u8>> {
     v
 }
 
+/// `accept`: the `--accept PATH` arguments, legacy files or directories the
+/// operator decided are obsolete (relative to the root, or absolute under it).
 pub fn verify_migration(
     root: &Path,
     layout: &Layout,
     threads: usize,
+    accept: &[String],
     progress: &dyn Progress,
 ) -> Result<MigrationReport> {
+    let accept = normalize_accepts(root, accept)?;
     if layout.migrations.is_empty() {
         bail!("the layout has no [[migration]] rules; nothing to check");
     }
@@ -166,6 +197,7 @@ pub fn verify_migration(
         .iter()
         .filter(|e| matches!(e.kind, Kind::File | Kind::Hardlink))
         .collect();
+    check_accepts_match(&accept, &files)?;
 
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
@@ -186,8 +218,16 @@ pub fn verify_migration(
         differs: vec![],
         unmapped: vec![],
         unreadable: vec![],
+        accepted: vec![],
     };
     for o in outcomes {
+        let o = match o.accepted_as(&accept) {
+            Ok(a) => {
+                r.accepted.push(a);
+                continue;
+            }
+            Err(o) => o,
+        };
         match o {
             Outcome::Migrated => r.migrated += 1,
             Outcome::NotMigrated(x) => r.not_migrated.push(x),
@@ -205,6 +245,104 @@ enum Outcome {
     Differs(Box<Differs>),
     Unmapped(String),
     Unreadable(PathNote),
+}
+
+impl Outcome {
+    /// The finding as accepted, when an `--accept` path covers its legacy
+    /// file; unreadable files are never accepted (nothing was checked).
+    fn accepted_as(self, accept: &[String]) -> Result<Accepted, Outcome> {
+        let (legacy, expected, was) = match &self {
+            Outcome::NotMigrated(x) => (&x.legacy, Some(x.expected.clone()), "not_migrated"),
+            Outcome::Differs(x) => (&x.legacy, Some(x.consolidated.clone()), "differs"),
+            Outcome::Unmapped(p) => (p, None, "unmapped"),
+            Outcome::Migrated | Outcome::Unreadable(_) => return Err(self),
+        };
+        match accept.iter().find(|a| covers(a, legacy.as_bytes())) {
+            Some(a) => Ok(Accepted {
+                legacy: legacy.clone(),
+                expected,
+                was,
+                accepted_by: a.clone(),
+            }),
+            None => Err(self),
+        }
+    }
+}
+
+/// An accepted path covers itself and, as a directory, everything below it.
+fn covers(accept: &str, legacy: &[u8]) -> bool {
+    let a = accept.as_bytes();
+    legacy == a || (legacy.starts_with(a) && legacy.get(a.len()) == Some(&b'/'))
+}
+
+/// `--accept` paths as the report prints legacy paths: relative to the root,
+/// no `./`, no trailing `/`. An absolute path must lie under the root.
+fn normalize_accepts(root: &Path, accept: &[String]) -> Result<Vec<String>> {
+    accept
+        .iter()
+        .map(|raw| {
+            let p = Path::new(raw);
+            let rel = if p.is_absolute() {
+                p.strip_prefix(root).map_err(|_| {
+                    anyhow::anyhow!(
+                        "--accept {raw}: not under the root {}; name the legacy file as the \
+                         report does, e.g. v2-dev-data/instances/<id>/notes.md",
+                        root.display()
+                    )
+                })?
+            } else {
+                p
+            };
+            let parts: Vec<String> = rel
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .map(|c| match c {
+                    std::path::Component::Normal(n) => Ok(n.to_string_lossy().into_owned()),
+                    _ => Err(anyhow::anyhow!(
+                        "--accept {raw}: `..` is not allowed; name the legacy file relative to the root"
+                    )),
+                })
+                .collect::<Result<_>>()?;
+            if parts.is_empty() {
+                bail!("--accept {raw}: names the whole root; name legacy files or directories");
+            }
+            Ok(parts.join("/"))
+        })
+        .collect()
+}
+
+/// An `--accept` that covers no legacy file is a typo or a stale decision:
+/// refuse it rather than let the operator believe something was accepted.
+fn check_accepts_match(accept: &[String], files: &[&Entry]) -> Result<()> {
+    for a in accept {
+        if !files.iter().any(|e| covers(a, &e.path)) {
+            bail!(
+                "--accept {a}: no legacy file is at or under this path; give paths relative to \
+                 the root as the report prints them (e.g. v2-dev-data/instances/<id>/notes.md)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `cp -p SRC DST` with absolute, shell-quoted paths (plus `mkdir -p` when
+/// the destination directory is missing); none for a name that is not UTF-8,
+/// whose lossy spelling would copy the wrong file.
+fn copy_command(root: &Path, legacy: &[u8], dest: &[u8]) -> Option<String> {
+    let quote = |rel: &[u8]| -> Option<String> {
+        let abs = root.join(OsStr::from_bytes(rel));
+        let s = abs.to_str()?;
+        shlex::try_quote(s).ok().map(|q| q.into_owned())
+    };
+    let (src, dst) = (quote(legacy)?, quote(dest)?);
+    let parent = root.join(OsStr::from_bytes(dest));
+    let parent = parent.parent()?;
+    if parent.is_dir() {
+        Some(format!("cp -p -- {src} {dst}"))
+    } else {
+        let dir = shlex::try_quote(parent.to_str()?).ok()?.into_owned();
+        Some(format!("mkdir -p -- {dir} && cp -p -- {src} {dst}"))
+    }
 }
 
 fn judge(root: &Path, rules: &[MigrationRule], e: &Entry, all: &[Entry]) -> Outcome {
@@ -234,9 +372,17 @@ fn judge(root: &Path, rules: &[MigrationRule], e: &Entry, all: &[Entry]) -> Outc
             return Outcome::NotMigrated(NotMigrated {
                 legacy,
                 expected: format!("{expected} (not a regular file)"),
+                copy: None,
             });
         }
-        Err(_) => return Outcome::NotMigrated(NotMigrated { legacy, expected }),
+        Err(_) => {
+            let copy = copy_command(root, &e.path, &dest);
+            return Outcome::NotMigrated(NotMigrated {
+                legacy,
+                expected,
+                copy,
+            });
+        }
     };
     let theirs = std::fs::File::open(&abs).and_then(|f| {
         let mut buf = vec![0u8; 64 << 10];
@@ -265,9 +411,12 @@ fn judge(root: &Path, rules: &[MigrationRule], e: &Entry, all: &[Entry]) -> Outc
         consolidated: expected,
         legacy_sha256: hex(&sha),
         consolidated_sha256: hex(&theirs),
-        legacy_mtime: rfc3339_ns(e.mtime_ns),
-        consolidated_mtime: rfc3339_ns(their_mtime),
+        legacy_mtime: rfc3339_nanos(e.mtime_ns),
+        consolidated_mtime: rfc3339_nanos(their_mtime),
+        legacy_mtime_ns: e.mtime_ns,
+        consolidated_mtime_ns: their_mtime,
         newer,
+        copy: copy_command(root, &e.path, &dest),
     }))
 }
 
@@ -287,8 +436,16 @@ mod tests {
                 "v2-dev-data/instances/Continue Test-3f51/preferences.json",
                 Some("instances/Continue Test-3f51/preferences.json"),
             ),
-            ("v2-dev-data/instances/Bastion-11a9/.bashrc", None),
-            ("v2-dev-data/instances/Bastion-11a9/sub/diary.md", None),
+            // Whatever stayed behind belongs at the same place (item 12.9).
+            (
+                "v2-dev-data/instances/Bastion-11a9/.bashrc",
+                Some("instances/Bastion-11a9/.bashrc"),
+            ),
+            (
+                "v2-dev-data/instances/Bastion-11a9/.claude/todos/t.json",
+                Some("instances/Bastion-11a9/.claude/todos/t.json"),
+            ),
+            ("v2-dev-data/instances/stray.txt", None),
             (
                 "v2-dev-data/projects/p1/documents/a.md",
                 Some("projects/p1/documents/a.md"),
@@ -303,5 +460,51 @@ mod tests {
             let got = map_path(&rules, legacy.as_bytes()).map(|v| String::from_utf8(v).unwrap());
             assert_eq!(got.as_deref(), *want, "{legacy}");
         }
+    }
+
+    #[test]
+    fn an_accepted_directory_covers_what_is_below_it_only() {
+        assert!(covers(
+            "v2-dev-data/instances/a",
+            b"v2-dev-data/instances/a/x"
+        ));
+        assert!(covers(
+            "v2-dev-data/instances/a/x",
+            b"v2-dev-data/instances/a/x"
+        ));
+        assert!(!covers(
+            "v2-dev-data/instances/a",
+            b"v2-dev-data/instances/ab/x"
+        ));
+        assert!(!covers(
+            "v2-dev-data/instances/a/x",
+            b"v2-dev-data/instances/a"
+        ));
+    }
+
+    #[test]
+    fn accept_paths_are_normalized_to_report_paths() {
+        let root = Path::new("/data");
+        let got = normalize_accepts(
+            root,
+            &[
+                "./v2-dev-data/instances/a/".into(),
+                "/data/v2-dev-data/wisdom.md".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(got, ["v2-dev-data/instances/a", "v2-dev-data/wisdom.md"]);
+        for bad in ["/elsewhere/x", "v2-dev-data/../etc", "."] {
+            assert!(normalize_accepts(root, &[bad.into()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn copy_hint_quotes_names_with_spaces_and_quotes() {
+        let t = std::env::temp_dir();
+        let hint = copy_command(&t, b"v2 dev/it's", b"no-such-dir-datamig/x").unwrap();
+        assert!(hint.starts_with("mkdir -p -- "), "{hint}");
+        assert!(hint.contains("cp -p -- "), "{hint}");
+        assert!(!hint.contains(" v2 dev/"), "unquoted space: {hint}");
     }
 }

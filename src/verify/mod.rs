@@ -3,5 +3,6 @@
 
 pub mod archive;
 pub mod foreign;
+pub mod many;
 pub mod migration;
 pub mod tree;
