@@ -577,3 +577,39 @@ fn item_6_and_7_retire_of_live_data_needs_allow_live_and_records_it() {
         "outside the target"
     );
 }
+
+/// The migration gate of retire takes the same `--accept` as `archive` and
+/// `verify --migration`; the accepted files are named in `notes`.
+#[test]
+fn item_7_retire_honours_accept_and_names_the_accepted_files() {
+    let t = common::tempdir();
+    let root = legacy_root(t.path());
+    let dest = t.path().join("out");
+    dm_json(&root, &archive_args("v2-dev-data", &dest, DATE, &[]), 0);
+    let archive = dest.join(format!("v2-dev-data-{DATE}.tar.zst"));
+    let accepts = [
+        "--accept",
+        "v2-dev-data/wisdom.md",
+        "--accept",
+        "v2-dev-data/projects/P/notes.md",
+    ];
+    let rep = dm_json(&root, &retire_args(&archive, &accepts), 0);
+    assert_eq!(gate(&rep, "migration")["outcome"], "passed", "{rep:#}");
+    let mut noted = strings(&rep["notes"]);
+    noted.sort();
+    assert_eq!(
+        noted,
+        ["v2-dev-data/projects/P/notes.md", "v2-dev-data/wisdom.md"],
+        "{rep:#}"
+    );
+    assert!(!root.join("v2-dev-data").exists());
+
+    // Where no migration gate runs, --accept would mean nothing: refused.
+    small_tree(&root.join("olddir"));
+    dm_json(&root, &archive_args("olddir", &dest, DATE, &[]), 0);
+    let other = dest.join(format!("olddir-{DATE}.tar.zst"));
+    let (c, _, err) = dm(&root, &retire_args(&other, &accepts[..2]));
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("--accept applies only"), "{err}");
+    assert!(root.join("olddir/a.txt").is_file());
+}
