@@ -252,6 +252,8 @@ pub struct ArchiveArgs {
     /// Skip paths matching GLOB (relative to the archived directory; repeatable)
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub tags: TagArgs,
     /// Do not read the archive back before reporting success
     #[arg(long)]
     pub no_verify: bool,
@@ -340,6 +342,45 @@ pub struct BackupArgs {
     /// zstd compression level, 1 (fastest) to 19 (smallest)
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
+    /// Skip paths matching GLOB (relative to the root; repeatable), on top of the target's `exclude`
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub tags: TagArgs,
+}
+
+/// Directories skipped because of a file in them (as GNU tar, restic and borg).
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Skip the contents of directories holding a CACHEDIR.TAG with the standard signature (the tag itself is kept)
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Skip the contents of directories holding an entry named NAME (repeatable; NAME itself is kept)
+    #[arg(long, value_name = "NAME", value_parser = tag_name)]
+    pub exclude_if_present: Vec<String>,
+}
+
+impl TagArgs {
+    pub fn tags(&self) -> crate::scan::Tags {
+        crate::scan::Tags {
+            caches: self.exclude_caches,
+            if_present: self
+                .exclude_if_present
+                .iter()
+                .map(|n| n.as_bytes().to_vec())
+                .collect(),
+        }
+    }
+}
+
+/// `--exclude-if-present NAME`: one file name, not a path.
+fn tag_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s == "." || s == ".." || s.contains('/') || s.contains('\0') {
+        return Err(format!(
+            "{s:?} is not a file name (give the name a tagged directory holds, e.g. .nobackup)"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -363,6 +404,8 @@ pub struct InventoryArgs {
     /// Skip paths matching GLOB (relative to the root; repeatable), e.g. 'instances/*/.npm/**'
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub tags: TagArgs,
     /// Reuse hashes from OLD_MANIFEST for files whose size, mtime, inode and ctime are unchanged
     #[arg(long, value_name = "OLD_MANIFEST")]
     pub since: Option<PathBuf>,
@@ -464,6 +507,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 layout,
                 targets: a.targets.clone(),
                 excludes: a.exclude.clone(),
+                tags: a.tags.tags(),
                 threads: g.threads(),
                 since: a.since.clone(),
                 output: a.output.clone(),
@@ -609,6 +653,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 level: a.level,
                 threads: g.threads(),
                 excludes: a.exclude.clone(),
+                tags: a.tags.tags(),
                 verify: !a.no_verify,
                 remove_source: a.remove_source,
                 overrides: a.overrides.typed(),
@@ -634,6 +679,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 now: a.now,
                 level: a.level,
                 threads: g.threads(),
+                excludes: a.exclude.clone(),
+                tags: a.tags.tags(),
             };
             let progress = progress::for_cli(g.quiet);
             let r = commands::backup::run(&opts, progress.as_ref())?;

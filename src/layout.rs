@@ -76,6 +76,43 @@ pub struct Target {
     /// `--remove-source` needs a passing migration check first.
     #[serde(default)]
     pub requires_migration_check: bool,
+    /// Globs (relative to the root, like `paths`) the target never archives,
+    /// e.g. npm caches. A target of one path takes only patterns below it
+    /// (`path/...`) or starting with `**/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+}
+
+impl Target {
+    /// The target's excludes relative to the directory archived: the root
+    /// (`base_rel` empty), or the target's only path.
+    pub fn excludes_below(&self, base_rel: &[u8]) -> Vec<String> {
+        let base = String::from_utf8_lossy(base_rel);
+        self.exclude
+            .iter()
+            .map(|p| match p.strip_prefix(&format!("{base}/")) {
+                Some(rest) if !base.is_empty() => rest.to_string(),
+                _ => p.clone(),
+            })
+            .collect()
+    }
+
+    fn check_excludes(&self) -> Result<()> {
+        build_globset(&self.exclude)?;
+        let [only] = self.paths.as_slice() else {
+            return Ok(());
+        };
+        match self
+            .exclude
+            .iter()
+            .find(|p| !p.starts_with(&format!("{only}/")) && !p.starts_with("**/"))
+        {
+            Some(p) => bail!(
+                "exclude pattern {p:?} must start with {only:?}/ (the target's only path) or with **/"
+            ),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -137,6 +174,8 @@ impl Layout {
             for p in &t.paths {
                 check_rel_path(p).with_context(|| format!("target {:?}", t.name))?;
             }
+            t.check_excludes()
+                .with_context(|| format!("target {:?}", t.name))?;
         }
         self.secret_set()?;
         Ok(())
@@ -270,6 +309,21 @@ mod tests {
         assert!(s.is_match(".hub-secret"));
         assert!(!s.is_match("instances/Bastion-11a9/diary.md"));
         assert!(!s.is_match("instances/a/b/.claude/.credentials.json"));
+    }
+
+    #[test]
+    fn target_excludes_are_rebased_onto_a_single_path_target() {
+        let l = Layout::parse(
+            "name = 'x'\n[[target]]\nname = 'i'\nprefix = 'i'\npaths = ['instances']\nexclude = ['instances/*/.npm/**', '**/CACHE']\n",
+            "t",
+        )
+        .unwrap();
+        let t = l.target("i").unwrap();
+        assert_eq!(t.excludes_below(b"instances"), ["*/.npm/**", "**/CACHE"]);
+        assert_eq!(t.excludes_below(b""), ["instances/*/.npm/**", "**/CACHE"]);
+        let b = Layout::default_layout();
+        assert_eq!(b.target("backup").unwrap().exclude, ["instances/*/.npm/**"]);
+        assert!(b.target("v2").unwrap().exclude.is_empty());
     }
 
     #[test]

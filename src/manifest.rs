@@ -39,6 +39,10 @@ pub struct Header {
     /// Paths the scan was limited to; empty means the whole root.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scope: Vec<String>,
+    /// Exclude globs the scan skipped (relative to the root of the
+    /// manifest's paths), so `verify --tree` skips them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }
 
 impl Header {
@@ -54,6 +58,7 @@ impl Header {
             hash: "sha256".into(),
             layout: layout.into(),
             scope,
+            exclude: vec![],
         }
     }
 }

@@ -196,6 +196,13 @@ pub fn inventory(w: &mut Out, s: &Summary) -> io::Result<()> {
         &s.special_files,
         |n| format!("{}: {}", n.path, n.note),
     )?;
+    list(
+        w.info(),
+        "Archive warnings: not capturable, or mishandled by some tools",
+        &s.archive_warnings,
+        |n| format!("{}: {}", n.path, n.note),
+    )?;
+    excluded(w.info(), &s.excluded)?;
     // Last before the totals, so a long report cannot bury it.
     list(
         w.info(),
@@ -205,6 +212,14 @@ pub fn inventory(w: &mut Out, s: &Summary) -> io::Result<()> {
     )?;
     let o = w.info();
     writeln!(o)?;
+    if !s.not_scanned.is_empty() {
+        let names: Vec<&str> = s.not_scanned.iter().map(|n| n.path.as_str()).collect();
+        writeln!(
+            o,
+            "Not scanned: {} (archives and backups) — name them to include them.",
+            names.join(", ")
+        )?;
+    }
     if s.reused > 0 {
         writeln!(
             o,
@@ -282,6 +297,7 @@ pub fn archive(w: &mut Out, r: &crate::commands::archive::ArchiveReport) -> io::
     list(w.info(), "Notes", &r.notes, |n| {
         format!("{}: {}", n.path, n.note)
     })?;
+    excluded(w.info(), &r.excluded)?;
     list(
         w.info(),
         "Secrets included: keep this archive private (it is mode 0600)",
@@ -845,9 +861,14 @@ pub fn backup(w: &mut Out, r: &crate::commands::backup::BackupReport) -> io::Res
     } else {
         writeln!(o, "datamig backup of {} -> {} at {}", r.root, r.dest, r.now)?;
     }
+    writeln!(o, "  target    {}", r.target)?;
+    if let Some(n) = &r.target_note {
+        writeln!(o, "  note: {n}")?;
+    }
     if let Some(why) = &r.skip_reason {
         writeln!(o, "Skipped: {why}. Nothing made, nothing removed.")?;
-        return result(w, 0, ", skipped");
+        result(w, 0, ", skipped")?;
+        return not_covered(w.info(), &r.not_covered);
     }
     if let Some(v) = &r.newest_verify {
         writeln!(o, "  newest backup, verify --quick: {v}")?;
@@ -883,6 +904,7 @@ pub fn backup(w: &mut Out, r: &crate::commands::backup::BackupReport) -> io::Res
     list(w.info(), "Notes", &r.notes, |n| {
         format!("{}: {}", n.path, n.note)
     })?;
+    excluded(w.info(), &r.excluded)?;
     // The retention table is every backup there is, not a list of problems:
     // it is shown whole (it is as long as the policy keeps backups).
     let o = w.info();
@@ -921,7 +943,22 @@ pub fn backup(w: &mut Out, r: &crate::commands::backup::BackupReport) -> io::Res
     };
     let backups = if n == 1 { "backup" } else { "backups" };
     let tail = format!("; {n} {backups} {what}, {} kept", r.kept.len());
-    result_and(w, r.flagged.len() + r.remove_errors.len(), "", &tail)
+    result_and(w, r.flagged.len() + r.remove_errors.len(), "", &tail)?;
+    not_covered(w.info(), &r.not_covered)
+}
+
+/// What the walk left out on purpose, where it stopped.
+fn excluded(w: &mut dyn Write, items: &[crate::summary::PathNote]) -> io::Result<()> {
+    list(w, "Excluded (not scanned, not archived)", items, |n| {
+        format!("{}: {}", n.path, n.note)
+    })
+}
+
+/// The last lines of every backup report: what a rebuild from it would lack.
+fn not_covered(w: &mut dyn Write, items: &[crate::summary::PathNote]) -> io::Result<()> {
+    list(w, "Not covered by this backup", items, |n| {
+        format!("{} ({})", n.path, n.note)
+    })
 }
 
 #[cfg(test)]

@@ -49,6 +49,8 @@ pub struct ScanSpec<'a> {
     /// Relative paths to scan; empty means the whole root.
     pub scope: &'a [Vec<u8>],
     pub excludes: &'a GlobSet,
+    /// Directories whose contents are skipped because of a file in them.
+    pub tags: &'a Tags,
     /// Names the area of a relative path.
     pub area_of: &'a (dyn Fn(&[u8]) -> String + Sync),
     /// Whether a file's content should also be parsed as JSON.
@@ -68,6 +70,60 @@ pub struct Scan {
     /// numbers are not stable across reboots) but the archive writer and
     /// `--remove-source` check an entry against before they use it.
     pub identity: Vec<Identity>,
+    /// What the walk left out on purpose, sorted by path: each excluded
+    /// entry where the walk stopped (nothing below it was listed), and each
+    /// directory whose contents a tag skipped.
+    pub excluded: Vec<Excluded>,
+}
+
+/// `--exclude-caches` and `--exclude-if-present NAME`, as GNU tar's
+/// `--exclude-caches` and `--exclude-tag`: a tagged directory and its tag
+/// file are recorded, nothing else below it is listed or read.
+#[derive(Debug, Clone, Default)]
+pub struct Tags {
+    /// Skip directories holding a `CACHEDIR.TAG` with the standard signature.
+    pub caches: bool,
+    /// Skip directories holding an entry of one of these names.
+    pub if_present: Vec<Vec<u8>>,
+}
+
+/// The Cache Directory Tagging Specification (bford.info/cachedir): the tag's
+/// name and the 43 bytes its content must start with.
+pub const CACHEDIR_TAG: &[u8] = b"CACHEDIR.TAG";
+pub const CACHEDIR_SIGNATURE: &[u8; 43] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+/// Why the walk left something out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// It matched an exclude pattern.
+    Pattern,
+    /// A directory with a valid `CACHEDIR.TAG` (`--exclude-caches`).
+    Cache,
+    /// A directory holding this name (`--exclude-if-present`).
+    Tag(Vec<u8>),
+}
+
+/// One thing the walk left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Excluded {
+    pub path: Vec<u8>,
+    pub why: Skip,
+}
+
+impl Excluded {
+    /// How a report says it.
+    pub fn note(&self) -> String {
+        match &self.why {
+            Skip::Pattern => "matches an exclude pattern; not scanned".into(),
+            Skip::Cache => {
+                "cache directory (CACHEDIR.TAG, --exclude-caches); only the tag kept".into()
+            }
+            Skip::Tag(n) => format!(
+                "holds {} (--exclude-if-present); only that file kept",
+                String::from_utf8_lossy(n)
+            ),
+        }
+    }
 }
 
 /// Device and link count of an entry as the walk saw it.
@@ -143,6 +199,7 @@ pub struct Listing {
     raws: Vec<Raw>,
     starts: Vec<Start>,
     pool: rayon::ThreadPool,
+    excluded: Vec<Excluded>,
 }
 
 /// Open the data root: the one path the operator names (it may be reached
@@ -188,6 +245,7 @@ pub fn list(spec: &ScanSpec, progress: &dyn Progress) -> Result<Listing> {
     let mut firsts = Vec::new();
     let mut starts = Vec::new();
     let mut tasks = Vec::new();
+    let mut skipped = Vec::new();
     if spec.scope.is_empty() {
         let dir = root.try_clone().context("cannot reopen the root")?;
         let m = dir.meta().context("cannot stat the root")?;
@@ -207,6 +265,10 @@ pub fn list(spec: &ScanSpec, progress: &dyn Progress) -> Result<Listing> {
             );
         };
         if excluded(spec, rel) {
+            skipped.push(Excluded {
+                path: rel.clone(),
+                why: Skip::Pattern,
+            });
             continue;
         }
         let i = starts.len();
@@ -244,6 +306,7 @@ pub fn list(spec: &ScanSpec, progress: &dyn Progress) -> Result<Listing> {
         progress,
         held: AtomicUsize::new(0),
         out: Mutex::new(firsts),
+        skipped: Mutex::new(skipped),
     };
     pool.install(|| {
         rayon::scope(|s| {
@@ -264,7 +327,14 @@ pub fn list(spec: &ScanSpec, progress: &dyn Progress) -> Result<Listing> {
     merge_walk_errors(&mut raws);
     flag_seen_twice(&mut raws);
     mark_hardlinks(&mut raws);
-    Ok(Listing { raws, starts, pool })
+    let mut excluded = walker.skipped.into_inner().expect("walk exclusions");
+    excluded.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    Ok(Listing {
+        raws,
+        starts,
+        pool,
+        excluded,
+    })
 }
 
 /// A directory that could not be opened or listed appears twice: its lstat'd
@@ -354,6 +424,7 @@ pub fn hash(
         mut raws,
         starts,
         pool,
+        excluded,
     } = listing;
     let previous = previous.map(reusable_hashes).unwrap_or_default();
     // Both lists are sorted by path bytes: match them in one merge pass.
@@ -411,12 +482,26 @@ pub fn hash(
         hashed,
         reused,
         identity,
+        excluded,
     }
 }
 
 fn excluded(spec: &ScanSpec, rel: &[u8]) -> bool {
     // Matching builds a candidate (an allocation) even for an empty set.
     !spec.excludes.is_empty() && spec.excludes.is_match(OsStr::from_bytes(rel))
+}
+
+/// `dir` holds a regular file `CACHEDIR.TAG` whose first 43 bytes are the
+/// specification's signature (a file that merely has the name is no tag).
+fn is_cache_tag(dir: &Dir) -> bool {
+    let Ok(mut f) = dir.open_file(CACHEDIR_TAG) else {
+        return false;
+    };
+    if !fsx::meta_of(&f).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let mut head = [0u8; 43];
+    f.read_exact(&mut head).is_ok() && &head == CACHEDIR_SIGNATURE
 }
 
 fn child_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
@@ -605,6 +690,7 @@ struct Walker<'a> {
     /// Parent handles currently held for queued subdirectories.
     held: AtomicUsize,
     out: Mutex<Vec<Raw>>,
+    skipped: Mutex<Vec<Excluded>>,
 }
 
 /// A parent directory's handle shared by its queued subdirectories; the
@@ -658,6 +744,10 @@ impl<'a> Walker<'a> {
                 return;
             }
         };
+        if let Some(why) = self.tag_of(&dir) {
+            self.keep_only_tag(&dir, rel, start, why);
+            return;
+        }
         let (mut local, subdirs) = self.list_dir(&dir, &rel, start);
         self.progress.advance(local.len() as u64, 0);
         self.out.lock().expect("walk results").append(&mut local);
@@ -741,6 +831,7 @@ impl<'a> Walker<'a> {
             };
             let crel = child_rel(rel, &n.name);
             if excluded(self.spec, &crel) {
+                self.skip(crel, Skip::Pattern);
                 continue;
             }
             let raw = match dir.stat(&n.name) {
@@ -760,6 +851,45 @@ impl<'a> Walker<'a> {
             local.push(raw);
         }
         (local, subdirs)
+    }
+
+    fn skip(&self, path: Vec<u8>, why: Skip) {
+        self.skipped
+            .lock()
+            .expect("walk exclusions")
+            .push(Excluded { path, why });
+    }
+
+    /// Why `dir`'s contents are to be skipped, if a tag in it says so. The
+    /// tag is looked up (and the cache tag read) through `dir`'s handle,
+    /// never by path, and a symlink or FIFO named like a tag is no tag.
+    fn tag_of(&self, dir: &Dir) -> Option<Skip> {
+        let tags = self.spec.tags;
+        if tags.caches && is_cache_tag(dir) {
+            return Some(Skip::Cache);
+        }
+        tags.if_present
+            .iter()
+            .find(|n| dir.stat(n).is_ok())
+            .map(|n| Skip::Tag(n.clone()))
+    }
+
+    /// Record a tagged directory's tag file (as GNU tar keeps it) and
+    /// nothing else below it.
+    fn keep_only_tag(&self, dir: &Dir, rel: Vec<u8>, start: usize, why: Skip) {
+        let name: &[u8] = match &why {
+            Skip::Tag(n) => n,
+            _ => CACHEDIR_TAG,
+        };
+        let crel = child_rel(&rel, name);
+        if !excluded(self.spec, &crel)
+            && let Ok(m) = dir.stat(name)
+        {
+            let raw = from_meta(self.spec, Some((dir, name)), crel, &m, start);
+            self.progress.advance(1, 0);
+            self.out.lock().expect("walk results").push(raw);
+        }
+        self.skip(rel, why);
     }
 
     /// A directory that could not be listed: merged onto its own entry later.

@@ -94,6 +94,18 @@ pub struct Summary {
     pub manifest: Option<String>,
     /// Entries counted as problems (they make the exit code 1).
     pub problems: u64,
+    /// Areas a whole-root inventory leaves out (archives, backups), present
+    /// on disk: `path` (with a trailing `/`) and why.
+    pub not_scanned: Vec<PathNote>,
+    /// What the walk left out on purpose (`--exclude`, tags), where it
+    /// stopped; and how many.
+    pub excluded_count: usize,
+    pub excluded: Vec<PathNote>,
+    /// What an archive of these entries cannot capture or other tools may
+    /// mishandle: sockets (skipped), entries with a problem (the archive
+    /// flags them), mtimes before 1970 or past 2038 (outside a signed 32-bit
+    /// `time_t`). Warnings only: they change no exit code.
+    pub archive_warnings: Vec<PathNote>,
 }
 
 pub fn summarize(root: &Path, layout: &Layout, entries: &[Entry]) -> Summary {
@@ -132,6 +144,10 @@ pub fn summarize(root: &Path, layout: &Layout, entries: &[Entry]) -> Summary {
         reused: 0,
         manifest: None,
         problems: 0,
+        not_scanned: vec![],
+        excluded_count: 0,
+        excluded: vec![],
+        archive_warnings: vec![],
     };
     for e in entries {
         totals.add(e);
@@ -170,6 +186,12 @@ pub fn summarize(root: &Path, layout: &Layout, entries: &[Entry]) -> Summary {
             s.special_files.push(PathNote {
                 path: path.clone(),
                 note: format!("{} (recorded, not read; {})", e.kind, archived_as(e.kind)),
+            });
+        }
+        if let Some(w) = archive_warning(e) {
+            s.archive_warnings.push(PathNote {
+                path: path.clone(),
+                note: w,
             });
         }
         if let Some(p) = &e.problem {
@@ -212,6 +234,35 @@ pub fn summarize(root: &Path, layout: &Layout, entries: &[Entry]) -> Summary {
     s.problems =
         s.invalid_json.len() as u64 + s.changed.len() as u64 + s.unreadable.len() as u64 + missing;
     s
+}
+
+/// What an archive of `e` would not capture, or capture in a way some tools
+/// mishandle (issue 12 item 12).
+fn archive_warning(e: &Entry) -> Option<String> {
+    if e.kind == Kind::Socket {
+        return Some(format!("socket: {}", crate::archive::write::SOCKET_NOTE));
+    }
+    if let Some(p) = &e.problem
+        && !p.starts_with(problem::INVALID_JSON)
+    {
+        return Some(format!(
+            "not capturable now ({p}); an archive would flag it"
+        ));
+    }
+    let secs = e.mtime_ns.div_euclid(1_000_000_000);
+    if secs > i64::from(i32::MAX) {
+        return Some(format!(
+            "mtime {} is past 2038-01-19 (beyond a signed 32-bit time_t): datamig and GNU tar keep it, 32-bit tools and some tar readers do not",
+            rfc3339_ns(e.mtime_ns)
+        ));
+    }
+    if secs < 0 {
+        return Some(format!(
+            "mtime {} is before 1970 (negative): datamig and GNU tar keep it, some tools clamp it or refuse it",
+            rfc3339_ns(e.mtime_ns)
+        ));
+    }
+    None
 }
 
 /// What `archive` will do with a special file, so the pre-flight says it

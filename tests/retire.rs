@@ -613,3 +613,32 @@ fn item_7_retire_honours_accept_and_names_the_accepted_files() {
     assert!(err.contains("--accept applies only"), "{err}");
     assert!(root.join("olddir/a.txt").is_file());
 }
+
+/// What the archive left out by pattern is recorded in its manifest header:
+/// retire leaves it alone (kept, listed) instead of calling it new.
+#[test]
+fn item_7_retire_leaves_what_the_archive_excluded_alone() {
+    let t = common::tempdir();
+    let root = t.path().join("root");
+    let src = root.join("olddir");
+    small_tree(&src);
+    write(&src, "cache/blob.bin", b"not worth keeping\n");
+    let dest = t.path().join("out");
+    dm_json(
+        &root,
+        &archive_args("olddir", &dest, DATE, &["--exclude", "cache/**"]),
+        0,
+    );
+    let archive = dest.join(format!("olddir-{DATE}.tar.zst"));
+    let rep = dm_json(&root, &retire_args(&archive, &[]), 1);
+    assert_eq!(gate(&rep, "audit")["outcome"], "passed", "{rep:#}");
+    assert!(rep["remove_refused"].is_null(), "{rep:#}");
+    assert_eq!(rep["removed"]["files"], 6, "{rep:#}");
+    assert!(
+        src.join("cache/blob.bin").is_file(),
+        "an excluded file was removed"
+    );
+    assert!(!src.join("a.txt").exists() && !src.join("sub").exists());
+    let kept = strings(&rep["removed"]["kept"]);
+    assert!(kept.iter().any(|k| k.ends_with("olddir")), "{rep:#}");
+}

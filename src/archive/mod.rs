@@ -44,6 +44,8 @@ pub struct Source {
     pub absent: Vec<String>,
     pub live: bool,
     pub requires_migration_check: bool,
+    /// The layout target's `exclude` patterns, relative to `base`.
+    pub excludes: Vec<String>,
 }
 
 impl Source {
@@ -106,6 +108,7 @@ pub fn resolve_source(root: &Path, layout: &Layout, name: &str) -> Result<Source
         absent: vec![],
         live,
         requires_migration_check: false,
+        excludes: vec![],
     })
 }
 
@@ -149,6 +152,7 @@ fn resolve_layout_target(root: &Path, root_dir: Dir, t: &crate::layout::Target) 
             present.iter().map(|p| p.as_bytes().to_vec()).collect(),
         ),
     };
+    let excludes = t.excludes_below(&base_rel);
     Ok(Source {
         target: t.name.clone(),
         prefix: t.prefix.clone(),
@@ -156,6 +160,7 @@ fn resolve_layout_target(root: &Path, root_dir: Dir, t: &crate::layout::Target) 
         dir: Arc::new(dir),
         base_rel,
         scope,
+        excludes,
         absent,
         live: t.live,
         requires_migration_check: t.requires_migration_check,

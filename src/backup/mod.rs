@@ -4,6 +4,7 @@
 //!
 //! Retention itself is the pure policy in `retention`; the lock in `lock`.
 
+pub mod coverage;
 pub mod lock;
 pub mod retention;
 
@@ -18,9 +19,6 @@ use crate::archive::{EXTENSION, MANIFEST_SIDECAR, SHA_SIDECAR, sidecar};
 use crate::entry::{Entry, Kind};
 use crate::manifest::Manifest;
 use crate::summary::PathNote;
-
-/// The archive target a backup captures.
-pub const TARGET: &str = "v2";
 
 /// `YYYYMMDD-HHMMSS`, UTC: the stamp in a backup's name.
 pub fn stamp_of(t: Timestamp) -> String {

@@ -26,10 +26,11 @@ use crate::layout::{Layout, build_globset};
 use crate::manifest::{Header, write_manifest};
 use crate::progress::Progress;
 use crate::render::sha256sum_line;
-use crate::scan::{ScanSpec, scan};
+use crate::scan::{Excluded, ScanSpec, Tags, scan};
 use crate::summary::PathNote;
 use crate::tarfmt::END_OF_ARCHIVE;
 use crate::verify::migration::Accepted;
+use globset::GlobSet;
 
 #[derive(Debug, Clone)]
 pub struct ArchiveOptions {
@@ -47,6 +48,8 @@ pub struct ArchiveOptions {
     pub level: i32,
     pub threads: usize,
     pub excludes: Vec<String>,
+    /// `--exclude-caches`, `--exclude-if-present`.
+    pub tags: Tags,
     pub verify: bool,
     pub remove_source: bool,
     /// Which failed removal gates `--remove-source` may pass anyway.
@@ -74,6 +77,11 @@ pub struct ArchiveReport {
     pub seconds: f64,
     pub secrets: Vec<String>,
     pub absent: Vec<String>,
+    /// What the walk left out on purpose (exclude patterns of the command
+    /// line and the layout target, tagged directories): each path where the
+    /// walk stopped, nothing below it counted. `excluded_count` is its length.
+    pub excluded_count: usize,
+    pub excluded: Vec<PathNote>,
     /// Entries not captured cleanly (changed, unreadable).
     pub flagged: Vec<PathNote>,
     /// Entries left out by design, not problems: sockets (as GNU tar).
@@ -174,11 +182,12 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     let base_dir = opts
         .remove_source
         .then(|| BaseDir::open(root, &src.base_rel, &src.scope));
-    let (mut entries, identity) = scan_source(
+    let excludes = source_excludes(&src, &opts.excludes, &dest)?;
+    let (mut entries, identity, excluded) = scan_source(
         &opts.layout,
         &src,
-        &dest,
-        &opts.excludes,
+        &excludes,
+        &opts.tags,
         opts.threads,
         false,
         &crate::progress::Silent,
@@ -220,7 +229,8 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         .iter()
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect();
-    let header = Header::new(&src.base, &opts.layout.name, created, scope);
+    let mut header = Header::new(&src.base, &opts.layout.name, created, scope);
+    header.exclude = src.excludes.iter().chain(&opts.excludes).cloned().collect();
     let (manifest_bytes, trailer) = write_manifest(Vec::new(), &header, &entries)?;
     let sums = sums_file(&entries);
     let now = jiff::Timestamp::now().as_second();
@@ -313,6 +323,8 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         seconds: 0.0,
         secrets,
         absent: src.absent.clone(),
+        excluded_count: excluded.len(),
+        excluded: excluded_notes(&excluded),
         flagged,
         notes,
         verify,
@@ -371,20 +383,24 @@ fn written_len(out: &AtomicFile) -> Result<u64> {
     Ok(std::fs::metadata(out.temp_path())?.len())
 }
 
-/// The scanned entries, and per entry the identity the writer and removal
-/// check. `dest` is where the archive lives (left out when inside the
-/// source); `hash_files` for `retire`'s audit (the writer hashes as it reads).
-pub(crate) fn scan_source(
-    layout: &Layout,
-    src: &Source,
-    dest: &std::path::Path,
-    excludes: &[String],
-    threads: usize,
-    hash_files: bool,
-    progress: &dyn Progress,
-) -> Result<(Vec<Entry>, Vec<crate::scan::Identity>)> {
-    let mut excludes = excludes.to_vec();
-    // An archive destination inside the tree being archived must not archive itself.
+/// What the walk records as left out, as a report lists it.
+pub fn excluded_notes(excluded: &[Excluded]) -> Vec<PathNote> {
+    excluded
+        .iter()
+        .map(|x| PathNote {
+            path: String::from_utf8_lossy(&x.path).into_owned(),
+            note: x.note(),
+        })
+        .collect()
+}
+
+/// The exclude patterns of an archive of `src` into `dest`: the layout
+/// target's, the command line's, and the destination itself when it lies
+/// inside the tree being archived (an archive must not archive itself).
+/// A destination that is the archived directory is refused.
+pub fn source_excludes(src: &Source, extra: &[String], dest: &std::path::Path) -> Result<GlobSet> {
+    let mut excludes = src.excludes.clone();
+    excludes.extend_from_slice(extra);
     if let (Ok(b), Ok(d)) = (src.base.canonicalize(), dest.canonicalize())
         && let Ok(rel) = d.strip_prefix(&b)
     {
@@ -398,7 +414,21 @@ pub(crate) fn scan_source(
         excludes.push(globset::escape(&rel));
         excludes.push(format!("{}/**", globset::escape(&rel)));
     }
-    let excludes = build_globset(&excludes)?;
+    build_globset(&excludes)
+}
+
+/// The scanned entries, per entry the identity the writer and removal
+/// check, and what the walk left out. `hash_files` for `retire`'s audit
+/// (the writer hashes as it reads).
+pub(crate) fn scan_source(
+    layout: &Layout,
+    src: &Source,
+    excludes: &GlobSet,
+    tags: &crate::scan::Tags,
+    threads: usize,
+    hash_files: bool,
+    progress: &dyn Progress,
+) -> Result<(Vec<Entry>, Vec<crate::scan::Identity>, Vec<Excluded>)> {
     let classifier = layout.classifier();
     let area_of = |rel: &[u8]| classifier.name_of(&src.root_rel(rel)).to_string();
     let no_json = |_: &[u8]| false;
@@ -406,14 +436,15 @@ pub(crate) fn scan_source(
         root: &src.base,
         root_dir: Some(&src.dir),
         scope: &src.scope,
-        excludes: &excludes,
+        excludes,
+        tags,
         area_of: &area_of,
         check_json: &no_json,
         threads,
         hash_files,
     };
     let s = scan(&spec, progress)?;
-    Ok((s.entries, s.identity))
+    Ok((s.entries, s.identity, s.excluded))
 }
 
 /// Legacy files the operator accepted as obsolete: they pass the migration

@@ -1,24 +1,26 @@
 //! `datamig backup`: the nightly job. Under a lock in the destination, archive
-//! the live V2 data (the layout's `v2` target) as a verified, UTC-stamped
-//! `v2-data-YYYYMMDD-HHMMSS.tar.zst`, then apply retention to the backups
-//! datamig made there. A run that fails before its archive is in place deletes
-//! nothing.
+//! what a rebuilt server needs (the layout's `backup` target: the V2 areas,
+//! secrets and server files; `v2` in a layout without one) as a verified,
+//! UTC-stamped `v2-data-YYYYMMDD-HHMMSS.tar.zst`, then apply retention to the
+//! backups datamig made there. A run that fails before its archive is in place
+//! deletes nothing. Every report names what the backup leaves out.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::archive::{EXTENSION, ensure_dest, resolve_source};
+use crate::backup::coverage::{backup_target, not_covered};
 use crate::backup::retention::{self, Action, Decision, Policy};
-use crate::backup::{self, Existing, TARGET, file_name, lock};
-use crate::commands::archive::{ArchiveOptions, ArchiveReport};
-use crate::layout::{Layout, build_globset};
+use crate::backup::{self, Existing, file_name, lock};
+use crate::commands::archive::{ArchiveOptions, ArchiveReport, source_excludes};
+use crate::layout::Layout;
 use crate::manifest::Manifest;
 use crate::progress::Progress;
-use crate::scan::{ScanSpec, scan};
+use crate::scan::{ScanSpec, Tags, scan};
 use crate::summary::PathNote;
 
 #[derive(Debug, Clone)]
@@ -36,6 +38,10 @@ pub struct BackupOptions {
     pub now: Option<Timestamp>,
     pub level: i32,
     pub threads: usize,
+    /// `--exclude` (relative to the root), on top of the target's `exclude`.
+    pub excludes: Vec<String>,
+    /// `--exclude-caches`, `--exclude-if-present`.
+    pub tags: Tags,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +52,10 @@ pub struct BackupReport {
     pub dest: String,
     pub now: String,
     pub dry_run: bool,
+    /// The layout target backed up (`backup`, or `v2` when the layout has
+    /// no `backup` target; then `target_note` says so).
+    pub target: String,
+    pub target_note: Option<String>,
     /// The run was skipped (`--if-changed` and nothing changed); `skip_reason` says why.
     pub skipped: bool,
     pub skip_reason: Option<String>,
@@ -85,6 +95,13 @@ pub struct BackupReport {
     pub ignored: Vec<PathNote>,
     /// Files of removed backups that could not be deleted (exit 1).
     pub remove_errors: Vec<PathNote>,
+    /// What the walk of the new archive left out on purpose (exclude
+    /// patterns, tagged directories), where it stopped; and how many.
+    pub excluded_count: usize,
+    pub excluded: Vec<PathNote>,
+    /// Each top-level entry of the root the backup does not cover, and why
+    /// (e.g. `production/`: "V1, retired: archive target production").
+    pub not_covered: Vec<PathNote>,
 }
 
 impl BackupReport {
@@ -103,9 +120,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     let started = Instant::now();
     let now = opts.now.unwrap_or_else(Timestamp::now);
     let root = &opts.root;
-    let target = opts.layout.target(TARGET).with_context(|| {
-        format!("the layout has no archive target {TARGET:?}, which `datamig backup` archives")
-    })?;
+    let (target, target_note) = backup_target(&opts.layout)?;
     let prefix = target.prefix.clone();
     let dest = opts.dest.clone().unwrap_or_else(|| root.join("backups"));
     let mut report = BackupReport {
@@ -115,6 +130,8 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         dest: dest.display().to_string(),
         now: now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
         dry_run: opts.dry_run,
+        target: target.name.clone(),
+        target_note,
         skipped: false,
         skip_reason: None,
         changed: None,
@@ -137,9 +154,13 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         decisions: vec![],
         ignored: vec![],
         remove_errors: vec![],
+        excluded_count: 0,
+        excluded: vec![],
+        not_covered: vec![],
     };
 
     if opts.dry_run {
+        report.not_covered = not_covered(root, &opts.layout, target)?;
         let existing = backup::discover(&dest, &prefix)?;
         let tonight = format!("{prefix}-{}{EXTENSION}", backup::stamp_of(now));
         // A name already taken makes the real run fail (and remove nothing);
@@ -162,6 +183,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
             root.display()
         );
     }
+    report.not_covered = not_covered(root, &opts.layout, target)?;
     ensure_dest(&dest)?;
     let _lock = lock::acquire(&dest, &crate::commands::inventory::now_rfc3339())?;
     let existing = backup::discover(&dest, &prefix)?;
@@ -179,7 +201,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
                 "the newest backup {} fails `verify --quick` ({why}), so a new one is made",
                 newest.name
             )),
-            None => change_since(opts, newest, &dest)?,
+            None => change_since(opts, &report.target, newest, &dest)?,
         };
         match change {
             Some(what) => report.changed = Some(what),
@@ -198,7 +220,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     let aopts = ArchiveOptions {
         root: root.clone(),
         layout: opts.layout.clone(),
-        target: TARGET.into(),
+        target: report.target.clone(),
         dest: Some(dest.clone()),
         date: None,
         stamp: Some(backup::stamp_of(now)),
@@ -207,7 +229,8 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
             .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
         level: opts.level,
         threads: opts.threads,
-        excludes: vec![],
+        excludes: opts.excludes.clone(),
+        tags: opts.tags.clone(),
         verify: true,
         remove_source: false,
         overrides: Default::default(),
@@ -301,6 +324,8 @@ fn take_archive(report: &mut BackupReport, made: &ArchiveReport) {
     report.flagged = made.flagged.clone();
     report.notes = made.notes.clone();
     report.secrets = made.secrets.len();
+    report.excluded_count = made.excluded_count;
+    report.excluded = made.excluded.clone();
 }
 
 /// Why `newest` fails `verify --quick`, or None when it passes.
@@ -323,6 +348,7 @@ fn newest_fails_verify(newest: &backup::Found) -> Option<String> {
 /// backup's manifest, or None when they match and the run can be skipped.
 fn change_since(
     opts: &BackupOptions,
+    target: &str,
     newest: &backup::Found,
     dest: &std::path::Path,
 ) -> Result<Option<String>> {
@@ -330,19 +356,10 @@ fn change_since(
         &newest.path,
         crate::archive::MANIFEST_SIDECAR,
     ))?;
-    let src = resolve_source(&opts.root, &opts.layout, TARGET)?;
-    // Scan exactly what the archive would: the same base, scope and
-    // destination exclusion, listing and stat only.
-    let mut excludes = Vec::new();
-    if let (Ok(b), Ok(d)) = (src.base.canonicalize(), dest.canonicalize())
-        && let Ok(rel) = d.strip_prefix(&b)
-        && !rel.as_os_str().is_empty()
-    {
-        let rel = rel.to_string_lossy().into_owned();
-        excludes.push(globset::escape(&rel));
-        excludes.push(format!("{}/**", globset::escape(&rel)));
-    }
-    let excludes = build_globset(&excludes)?;
+    let src = resolve_source(&opts.root, &opts.layout, target)?;
+    // Scan exactly what the archive would: the same base, scope, excludes
+    // and tags, listing and stat only.
+    let excludes = source_excludes(&src, &opts.excludes, dest)?;
     let area = |_: &[u8]| String::new();
     let no_json = |_: &[u8]| false;
     let spec = ScanSpec {
@@ -350,6 +367,7 @@ fn change_since(
         root_dir: Some(&src.dir),
         scope: &src.scope,
         excludes: &excludes,
+        tags: &opts.tags,
         area_of: &area,
         check_json: &no_json,
         threads: opts.threads,

@@ -20,6 +20,8 @@ pub struct InventoryOptions {
     /// Area names or paths relative to the root; empty: everything.
     pub targets: Vec<String>,
     pub excludes: Vec<String>,
+    /// `--exclude-caches`, `--exclude-if-present`.
+    pub tags: crate::scan::Tags,
     pub threads: usize,
     pub since: Option<PathBuf>,
     pub output: Option<PathBuf>,
@@ -99,9 +101,38 @@ fn target_scope(root: &std::path::Path, t: &crate::layout::Target) -> Result<Vec
     Ok(present)
 }
 
+/// Areas a whole-root inventory leaves out: the archives and the backups
+/// (areas of kind `archive` and `backup`), so that `--format files0 | tar
+/// --null -T -` does not back up the backups. Naming one includes it.
+pub fn not_scanned_by_default(layout: &Layout, targets: &[String]) -> Vec<String> {
+    if !targets.is_empty() {
+        return vec![];
+    }
+    layout
+        .areas
+        .iter()
+        .filter(|a| matches!(a.kind.as_str(), "archive" | "backup"))
+        .map(|a| a.path.clone())
+        .collect()
+}
+
 pub fn run(opts: &InventoryOptions, progress: &dyn Progress) -> Result<Inventory> {
     let scope = resolve_scope(&opts.root, &opts.layout, &opts.targets)?;
-    let excludes = build_globset(&opts.excludes)?;
+    let left_out = not_scanned_by_default(&opts.layout, &opts.targets);
+    let mut patterns = opts.excludes.clone();
+    // A named archive target brings its own excludes, so the preview lists
+    // what `archive TARGET` would take (both are relative to the root here).
+    for t in opts.targets.iter().filter_map(|a| opts.layout.target(a)) {
+        if opts.layout.area(&t.name).is_none() {
+            patterns.extend(t.exclude.iter().cloned());
+        }
+    }
+    let asked = patterns.clone();
+    for p in &left_out {
+        patterns.push(globset::escape(p));
+        patterns.push(format!("{}/**", globset::escape(p)));
+    }
+    let excludes = build_globset(&patterns)?;
     let classifier = opts.layout.classifier();
     let area_of = |rel: &[u8]| classifier.name_of(rel).to_string();
     let check_json = |rel: &[u8]| {
@@ -113,6 +144,7 @@ pub fn run(opts: &InventoryOptions, progress: &dyn Progress) -> Result<Inventory
         root_dir: None,
         scope: &scope,
         excludes: &excludes,
+        tags: &opts.tags,
         area_of: &area_of,
         check_json: &check_json,
         threads: opts.threads,
@@ -133,12 +165,21 @@ pub fn run(opts: &InventoryOptions, progress: &dyn Progress) -> Result<Inventory
     });
     let previous = previous?;
     let result = scan::hash(&spec, listing?, previous.as_ref(), progress);
+    // The manifest records the patterns the scan applied, so `verify --tree`
+    // applies them too; the default scope's only for areas that are there.
+    let mut recorded = asked;
+    for p in &left_out {
+        if result.excluded.iter().any(|x| x.path == p.as_bytes()) {
+            recorded.push(globset::escape(p));
+            recorded.push(format!("{}/**", globset::escape(p)));
+        }
+    }
     // The summary and the manifest only read the entries: build both at once.
     let (mut summary, written) = std::thread::scope(|s| {
         let writer = opts
             .output
             .as_deref()
-            .map(|out| s.spawn(|| write_output(opts, &scope, out, &result.entries)));
+            .map(|out| s.spawn(|| write_output(opts, &scope, &recorded, out, &result.entries)));
         let summary = summarize(&opts.root, &opts.layout, &result.entries);
         let written = writer
             .map(|h| h.join().expect("manifest writer panicked"))
@@ -146,6 +187,30 @@ pub fn run(opts: &InventoryOptions, progress: &dyn Progress) -> Result<Inventory
         (summary, written)
     });
     written?;
+    let (not_scanned, excluded): (Vec<_>, Vec<_>) = result.excluded.iter().partition(|x| {
+        x.why == scan::Skip::Pattern && left_out.iter().any(|p| p.as_bytes() == x.path)
+    });
+    summary.not_scanned = not_scanned
+        .into_iter()
+        .map(|x| crate::summary::PathNote {
+            path: format!("{}/", String::from_utf8_lossy(&x.path)),
+            note: format!(
+                "{} area, left out of a whole-root inventory; name it to include it",
+                opts.layout
+                    .classifier()
+                    .area_of(&x.path)
+                    .map_or("", |a| a.kind.as_str())
+            ),
+        })
+        .collect();
+    summary.excluded_count = excluded.len();
+    summary.excluded = excluded
+        .into_iter()
+        .map(|x| crate::summary::PathNote {
+            path: String::from_utf8_lossy(&x.path).into_owned(),
+            note: x.note(),
+        })
+        .collect();
     summary.hashed = result.hashed;
     summary.reused = result.reused;
     summary.manifest = opts.output.as_ref().map(|o| o.display().to_string());
@@ -158,6 +223,7 @@ pub fn run(opts: &InventoryOptions, progress: &dyn Progress) -> Result<Inventory
 fn write_output(
     opts: &InventoryOptions,
     scope: &[Vec<u8>],
+    exclude: &[String],
     out: &std::path::Path,
     entries: &[Entry],
 ) -> Result<()> {
@@ -166,7 +232,8 @@ fn write_output(
         .iter()
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect();
-    let header = Header::new(&opts.root, &opts.layout.name, created, scope_names);
+    let mut header = Header::new(&opts.root, &opts.layout.name, created, scope_names);
+    header.exclude = exclude.to_vec();
     let mut f = AtomicFile::create(out, 0o600, false)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
     write_manifest(&mut w, &header, entries)

@@ -75,9 +75,9 @@ pub fn run(dir: &Path, layout: &Layout) -> Result<ArchivesReport> {
     if found.is_empty() {
         return Err(none_in(dir));
     }
-    let backup_prefix = layout
-        .target(crate::backup::TARGET)
-        .map(|t| t.prefix.clone());
+    let backup_prefix = crate::backup::coverage::backup_target(layout)
+        .ok()
+        .map(|(t, _)| t.prefix.clone());
     let mut archives: Vec<ArchiveRow> = found
         .iter()
         .map(|p| row(p, backup_prefix.as_deref()))

@@ -142,7 +142,7 @@ pub fn run(opts: &RetireOptions, progress: &dyn Progress) -> Result<RetireReport
     let mut audit = None;
     let mut live = None;
     if verified {
-        let (entries, identity) = audit_scan(opts, &src, progress)?;
+        let (entries, identity) = audit_scan(opts, &src, &manifest, progress)?;
         let a = Audit::from(crate::verify::tree::compare_mtimes(
             &src.base,
             archive,
@@ -348,26 +348,33 @@ fn target_of(layout: &Layout, archive: &Path, rel: &[u8], scope: &[String]) -> O
         .map(|t| t.name.clone())
 }
 
-/// The live tree, hashed, through the source's handle. The archive's own
-/// directory is left out when it lies inside the source.
+/// The live tree, hashed, through the source's handle, leaving out what the
+/// archive left out: the header's `exclude` patterns (the target's and the
+/// command line's), `--exclude`, and the archive's own directory when it lies
+/// inside the source.
 fn audit_scan(
     opts: &RetireOptions,
     src: &Source,
+    m: &Manifest,
     progress: &dyn Progress,
 ) -> Result<(Vec<Entry>, Vec<crate::scan::Identity>)> {
     let dest = match opts.archive.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    crate::commands::archive::scan_source(
+    let mut patterns = m.header.exclude.clone();
+    patterns.extend_from_slice(&opts.excludes);
+    let excludes = crate::commands::archive::source_excludes(src, &patterns, &dest)?;
+    let (entries, identity, _) = crate::commands::archive::scan_source(
         &opts.layout,
         src,
-        &dest,
-        &opts.excludes,
+        &excludes,
+        &crate::scan::Tags::default(),
         opts.threads,
         true,
         progress,
-    )
+    )?;
+    Ok((entries, identity))
 }
 
 fn verify_gate(discrepancies: &[String]) -> GateResult {

@@ -187,6 +187,7 @@ pub fn verify_migration(
         root_dir: None,
         scope: &roots,
         excludes: &excludes,
+        tags: &crate::scan::Tags::default(),
         area_of: &area,
         check_json: &no_json,
         threads,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::entry::{Entry, Kind};
@@ -66,7 +66,9 @@ pub fn verify_tree(opts: &TreeOptions, progress: &dyn Progress) -> Result<TreeRe
         .iter()
         .map(|s| s.as_bytes().to_vec())
         .collect();
-    let excludes = crate::layout::build_globset(&[])?;
+    // What the manifest's scan skipped on purpose is not "new" now.
+    let excludes = crate::layout::build_globset(&old.header.exclude)
+        .with_context(|| format!("{}: its header's exclude patterns", opts.manifest.display()))?;
     let area = |_: &[u8]| String::new();
     let no_json = |_: &[u8]| false;
     let spec = ScanSpec {
@@ -74,6 +76,7 @@ pub fn verify_tree(opts: &TreeOptions, progress: &dyn Progress) -> Result<TreeRe
         root_dir: None,
         scope: &scope,
         excludes: &excludes,
+        tags: &crate::scan::Tags::default(),
         area_of: &area,
         check_json: &no_json,
         threads: opts.threads,
