@@ -65,6 +65,9 @@ pub enum Command {
     /// Restore an archive (or some paths of it) into a directory, checking every file
     #[command(after_help = EXIT_CODES)]
     Restore(RestoreArgs),
+    /// Remove the source of an archive already written: verify it, audit the tree against it, then remove what matches
+    #[command(after_help = EXIT_CODES)]
+    Retire(RetireArgs),
     /// List an archive's members from its manifest (without decompressing it), or the archives in a directory
     List(ListArgs),
     /// The nightly job: a verified, UTC-stamped archive of the V2 data in <root>/backups/, then retention
@@ -95,6 +98,7 @@ impl Command {
             Command::Verify(a) => verify_report_name(a.tree.is_some(), a.migration),
             Command::List(a) if a.target.is_dir() => "list-archives",
             Command::Restore(_) => "restore",
+            Command::Retire(_) => "retire",
             Command::List(_) => "list",
             Command::Backup(_) => "backup",
             Command::Copy(_) => "copy",
@@ -130,6 +134,7 @@ pub fn report_name_of_args(args: &[std::ffi::OsString]) -> &'static str {
         Some("inventory") => "inventory",
         Some("archive") => "archive",
         Some("restore") => "restore",
+        Some("retire") => "retire",
         Some("list") => "list",
         Some("backup") => "backup",
         Some("copy") => "copy",
@@ -281,13 +286,56 @@ pub struct ArchiveArgs {
     /// After a verified, clean capture, delete what was archived
     #[arg(long)]
     pub remove_source: bool,
-    /// Allow --remove-source on live V2 data or without the migration check
-    #[arg(long)]
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    /// Replaced by --allow-live and --skip-migration-check (refused, exit 2)
+    #[arg(long, hide = true)]
     pub force: bool,
     /// With --remove-source of v2-dev-data: a legacy file (or directory) decided
     /// obsolete, as in `verify --migration --accept` (repeatable)
     #[arg(long, value_name = "PATH", requires = "remove_source")]
     pub accept: Vec<String>,
+}
+
+/// The flags that let a removal past a failed gate; each is named in the report.
+#[derive(Debug, Args)]
+pub struct OverrideArgs {
+    /// Remove live V2 data (a target marked live, e.g. v2); the report records it and exits 1
+    #[arg(long)]
+    pub allow_live: bool,
+    /// Remove a target that needs the migration check although it fails; the report records it and exits 1
+    #[arg(long)]
+    pub skip_migration_check: bool,
+}
+
+impl OverrideArgs {
+    fn typed(&self) -> crate::archive::gates::Overrides {
+        crate::archive::gates::Overrides {
+            allow_live: self.allow_live,
+            skip_migration_check: self.skip_migration_check,
+        }
+    }
+}
+
+/// What `archive --force` answers: the flag was split so that scripts must
+/// say what they override instead of silently getting a new meaning.
+pub const FORCE_SPLIT: &str = "--force was split in two, so that the report says what was overridden: \
+     --allow-live removes live V2 data, --skip-migration-check removes a target although \
+     `datamig verify --migration` fails; use the one you mean (with --remove-source)";
+
+#[derive(Debug, Args)]
+pub struct RetireArgs {
+    /// The archive (written by `datamig archive`, with its sidecars) whose source to remove
+    pub archive: PathBuf,
+    /// Leave paths matching GLOB alone (relative to the archived directory; repeatable), as given to `archive --exclude`
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// With v2-dev-data: a legacy file (or directory) decided obsolete, as in
+    /// `verify --migration --accept` (repeatable)
+    #[arg(long, value_name = "PATH")]
+    pub accept: Vec<String>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
 }
 
 #[derive(Debug, Args)]
@@ -609,6 +657,20 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let r = commands::list_dir::run(&a.target, &layout)?;
             finish(&mut stdout, g, &r)
         }
+        Command::Retire(a) => {
+            let opts = commands::retire::RetireOptions {
+                root: g.root(),
+                layout,
+                archive: a.archive.clone(),
+                excludes: a.exclude.clone(),
+                threads: g.threads(),
+                overrides: a.overrides.typed(),
+                accept: a.accept.clone(),
+            };
+            let progress = progress::for_cli(g.quiet);
+            let r = commands::retire::run(&opts, progress.as_ref())?;
+            finish(&mut stdout, g, &r)
+        }
         Command::List(a) => {
             if let Some(r) = list_remote(a, g, &mut stdout)? {
                 return Ok(r);
@@ -617,6 +679,14 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             finish(&mut stdout, g, &r)
         }
         Command::Archive(a) => {
+            if a.force {
+                anyhow::bail!(FORCE_SPLIT);
+            }
+            if a.overrides.typed().any() && !a.remove_source {
+                anyhow::bail!(
+                    "--allow-live and --skip-migration-check only apply to --remove-source; add it or drop them"
+                );
+            }
             let opts = commands::archive::ArchiveOptions {
                 root: g.root(),
                 layout,
@@ -631,10 +701,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 tags: a.tags.tags(),
                 verify: !a.no_verify,
                 remove_source: a.remove_source,
-                force: a.force,
-                migration_checked: false,
+                overrides: a.overrides.typed(),
                 migration_accept: a.accept.clone(),
-                threads_for_migration: g.threads(),
             };
             let progress = progress::for_cli(g.quiet);
             let report = commands::archive::run(&opts, progress.as_ref())?;

@@ -70,7 +70,7 @@ pub struct Target {
     pub name: String,
     pub prefix: String,
     pub paths: Vec<String>,
-    /// Live data: `--remove-source` needs `--force`.
+    /// Live data: `--remove-source` and `retire` need `--allow-live`.
     #[serde(default)]
     pub live: bool,
     /// `--remove-source` needs a passing migration check first.

@@ -317,11 +317,39 @@ pub fn archive(w: &mut Out, r: &crate::commands::archive::ArchiveReport) -> io::
         )?,
         _ => writeln!(w, "\nVerify: FAILED")?,
     }
-    if let Some(why) = &r.remove_refused {
+    let problems = r.flagged.len()
+        + usize::from(failed)
+        + removal(
+            w,
+            &r.overrides,
+            r.remove_refused.as_deref(),
+            r.removed.as_ref(),
+        )?;
+    result(w, problems, "")
+}
+
+/// The end of `--remove-source` and `retire`: checks a flag overrode (loud:
+/// the run is not clean), then what was removed or why nothing was. Returns
+/// how many problems it printed.
+fn removal(
+    w: &mut Out,
+    overrides: &[crate::archive::gates::Override],
+    refused: Option<&str>,
+    removed: Option<&crate::archive::remove::Removal>,
+) -> io::Result<usize> {
+    let consequence = if removed.is_some() {
+        "removed anyway because of"
+    } else {
+        "the source was kept for another reason, though overridden by"
+    };
+    list(w, "OVERRIDDEN checks (not clean)", overrides, |o| {
+        format!("{}; {consequence} {}", o.what(), o.flag)
+    })?;
+    if let Some(why) = refused {
         writeln!(w, "Source NOT removed: {why}")?;
     }
     let mut kept = 0;
-    if let Some(rm) = &r.removed {
+    if let Some(rm) = removed {
         writeln!(
             w.info(),
             "Source removed: {} files ({}), {} directories.",
@@ -334,9 +362,59 @@ pub fn archive(w: &mut Out, r: &crate::commands::archive::ArchiveReport) -> io::
         })?;
         kept = rm.kept.len();
     }
-    let problems =
-        r.flagged.len() + kept + usize::from(failed) + usize::from(r.remove_refused.is_some());
-    result(w, problems, "")
+    Ok(overrides.len() + kept + usize::from(refused.is_some()))
+}
+
+pub fn retire(w: &mut Out, r: &crate::commands::retire::RetireReport) -> io::Result<()> {
+    let o = w.info();
+    writeln!(o, "datamig retire {}", r.archive)?;
+    writeln!(o, "  source    {} ({})", r.target, r.source)?;
+    let failed = r.verify != "passed";
+    if failed {
+        writeln!(w, "  verify    FAILED")?;
+    } else {
+        writeln!(
+            w.info(),
+            "  verify    passed, every member matched its manifest entry"
+        )?;
+    }
+    list(w, "Discrepancies", &r.discrepancies, |s| s.clone())?;
+    let mut changed = 0;
+    if let Some(a) = &r.audit {
+        writeln!(
+            w.info(),
+            "  audit     {} entries match the archive",
+            a.matched
+        )?;
+        notes(w, "Modified since archived", &a.modified)?;
+        notes(w, "Metadata changed since archived", &a.metadata)?;
+        list(w, "Missing since archived", &a.missing, |p| p.clone())?;
+        list(w, "New since archived", &a.new, |p| p.clone())?;
+        list(w, "Moved since archived", &a.moved, |m| {
+            format!("{} -> {}", m.from, m.to)
+        })?;
+        notes(w, "Unreadable", &a.unreadable)?;
+        changed = a.modified.len()
+            + a.metadata.len()
+            + a.missing.len()
+            + a.new.len()
+            + a.moved.len()
+            + a.unreadable.len();
+    }
+    notes(w.info(), "Notes", &r.notes)?;
+    list(w.info(), "Gates", &r.gates, |g| {
+        format!("{}: {}, {}", g.check.name(), g.outcome.shout(), g.detail)
+    })?;
+    writeln!(w.info())?;
+    let problems = r.discrepancies.len()
+        + changed
+        + removal(
+            w,
+            &r.overrides,
+            r.remove_refused.as_deref(),
+            r.removed.as_ref(),
+        )?;
+    result(w, problems, "; the archive stands in for the source")
 }
 
 /// GNU sha256sum lines (text mode), escaped as GNU does for `\` and newline.

@@ -44,6 +44,11 @@ report!(
     render::archive
 );
 report!(
+    crate::commands::retire::RetireReport,
+    |r| r.clean(),
+    render::retire
+);
+report!(
     crate::verify::archive::ArchiveVerifyReport,
     |r| r.clean(),
     render::verify_archive

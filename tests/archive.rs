@@ -760,7 +760,7 @@ fn remove_source_refuses_without_verification() {
 }
 
 #[test]
-fn remove_source_refuses_live_v2_data_without_force() {
+fn remove_source_refuses_live_v2_data_without_allow_live() {
     let t = common::tempdir();
     let root = t.path().join("root");
     write(&root, "instances/X/preferences.json", b"{}");
@@ -776,14 +776,121 @@ fn remove_source_refuses_live_v2_data_without_force() {
     let why = rep["remove_refused"]
         .as_str()
         .unwrap_or_else(|| panic!("{rep:#}"));
-    assert!(why.contains("--force"), "{why}");
+    assert!(why.contains("--allow-live"), "{why}");
     assert!(rep["removed"].is_null(), "{rep:#}");
     assert_eq!(rep["verify"], "passed");
+    assert!(rep["overrides"].as_array().unwrap().is_empty(), "{rep:#}");
+    let live = rep["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["check"] == "live")
+        .unwrap_or_else(|| panic!("no live gate: {rep:#}"));
+    assert_eq!(live["outcome"], "failed", "{rep:#}");
+    assert!(live.get("overridden_by").is_none(), "{rep:#}");
     assert!(
         snapshot(&root) == before,
         "live data changed although removal was refused"
     );
     assert!(archive_path(&dest, "v2-data").is_file());
+}
+
+/// Issue 12 item 6: `--allow-live` removes live data, and the run says so
+/// (JSON `overrides`, a loud text line) and is not clean.
+#[test]
+fn item_6_allow_live_removes_live_data_and_is_recorded_not_clean() {
+    let t = common::tempdir();
+    let root = t.path().join("root");
+    write(&root, "instances/X/preferences.json", b"{}");
+    write(&root, "wisdom.md", b"be kind\n");
+    write(&root, "notes/keep.txt", b"not part of the v2 target\n");
+    let dest = t.path().join("out");
+    let rep = archive_json(
+        &root,
+        &[
+            &[os("v2"), os("--remove-source"), os("--allow-live")][..],
+            &date_dest(&dest),
+        ]
+        .concat(),
+        1,
+    );
+    assert!(rep["remove_refused"].is_null(), "{rep:#}");
+    assert_eq!(rep["removed"]["files"], 2, "{rep:#}");
+    assert_eq!(
+        rep["overrides"],
+        serde_json::json!([{"flag": "--allow-live", "check": "live", "outcome": "failed", "detail": "v2 is live V2 data"}]),
+        "{rep:#}"
+    );
+    assert!(!root.join("instances").exists() && !root.join("wisdom.md").exists());
+    assert!(root.join("notes/keep.txt").is_file(), "outside the target");
+
+    // The text report says it where nobody can miss it.
+    write(&root, "wisdom.md", b"again\n");
+    let o = archive(
+        &root,
+        &[
+            &[os("v2"), os("--remove-source"), os("--allow-live")][..],
+            &[os("--dest"), dest.as_os_str(), os("--date"), os("20251226")][..],
+        ]
+        .concat(),
+    );
+    assert_eq!(common::code(&o), 1, "{}", stderr_of(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(
+            "live check FAILED: v2 is live V2 data; removed anyway because of --allow-live"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("Result: clean"), "{text}");
+}
+
+/// Issue 12 item 6: `--force` no longer silently means both overrides; it is
+/// refused (exit 2) naming the two flags, before anything is written.
+#[test]
+fn item_6_force_is_refused_naming_the_two_new_flags() {
+    let t = common::tempdir();
+    let root = t.path().join("root");
+    small_tree(&root.join("production"));
+    let before = snapshot(&root);
+    let dest = t.path().join("out");
+    for json in [false, true] {
+        let mut args = vec![os("production"), os("--remove-source"), os("--force")];
+        args.extend(date_dest(&dest));
+        if json {
+            args.push(os("--json"));
+        }
+        let o = archive(&root, &args);
+        assert_eq!(common::code(&o), 2, "{}", stderr_of(&o));
+        let err = stderr_of(&o);
+        assert!(
+            err.contains("--allow-live") && err.contains("--skip-migration-check"),
+            "{err}"
+        );
+        if json {
+            let v = common::json_of(&o.stdout);
+            assert_eq!(v["exit"], 2, "{v}");
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("--allow-live")
+            );
+        }
+    }
+    assert!(!dest.exists(), "a refused run wrote {}", dest.display());
+    assert!(snapshot(&root) == before);
+    // An override without --remove-source would be silently ignored: refused.
+    let o = archive(
+        &root,
+        &[
+            &[os("production"), os("--allow-live")][..],
+            &date_dest(&dest),
+        ]
+        .concat(),
+    );
+    assert_eq!(common::code(&o), 2, "{}", stderr_of(&o));
+    assert!(stderr_of(&o).contains("--remove-source"));
 }
 
 // ---------------------------------------------------------------------------

@@ -480,7 +480,10 @@ fn finding_11_target_symlink_resolving_outside_root_is_refused() {
     let before = snapshot(&outside);
 
     for target in ["escape", "up/inner", "escape/inner"] {
-        for extra in [&[][..], &["--remove-source", "--force"][..]] {
+        for extra in [
+            &[][..],
+            &["--remove-source", "--allow-live", "--skip-migration-check"][..],
+        ] {
             let dest = t.path().join("out");
             let mut args: Vec<OsString> = vec![target.into()];
             args.extend(date_dest(&dest));

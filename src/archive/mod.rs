@@ -5,6 +5,7 @@ pub mod attrs;
 pub mod check;
 pub mod commit;
 pub mod dir;
+pub mod gates;
 pub mod remove;
 pub mod write;
 

@@ -10,6 +10,9 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::archive::check::{CheckReport, check_archive};
+use crate::archive::gates::{
+    self, Check, GateResult, Gates, Override, Overrides, PolicyInput, Verdict,
+};
 use crate::archive::remove::{BaseDir, Removal, remove_archived};
 use crate::archive::write::{put_bytes, resolve_positions, write_members};
 use crate::archive::{
@@ -26,6 +29,7 @@ use crate::render::sha256sum_line;
 use crate::scan::{Excluded, ScanSpec, Tags, scan};
 use crate::summary::PathNote;
 use crate::tarfmt::END_OF_ARCHIVE;
+use crate::verify::migration::Accepted;
 use globset::GlobSet;
 
 #[derive(Debug, Clone)]
@@ -48,12 +52,10 @@ pub struct ArchiveOptions {
     pub tags: Tags,
     pub verify: bool,
     pub remove_source: bool,
-    pub force: bool,
-    /// Whether the migration check already passed, for targets that require it.
-    pub migration_checked: bool,
+    /// Which failed removal gates `--remove-source` may pass anyway.
+    pub overrides: Overrides,
     /// `--accept PATH`: legacy files decided obsolete, as in `verify --migration --accept`.
     pub migration_accept: Vec<String>,
-    pub threads_for_migration: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,6 +91,10 @@ pub struct ArchiveReport {
     pub verify_report: Option<CheckReport>,
     pub removed: Option<Removal>,
     pub remove_refused: Option<String>,
+    /// Every removal gate's result (empty without `--remove-source`).
+    pub gates: Vec<GateResult>,
+    /// Failed or skipped gates an override flag let through: never clean.
+    pub overrides: Vec<Override>,
 }
 
 impl ArchiveReport {
@@ -96,6 +102,7 @@ impl ArchiveReport {
         self.flagged.is_empty()
             && self.verify != "failed"
             && self.remove_refused.is_none()
+            && self.overrides.is_empty()
             && self.removed.as_ref().is_none_or(|r| r.kept.is_empty())
     }
 }
@@ -110,35 +117,12 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         );
     }
     let src = resolve_source(root, &opts.layout, &opts.target)?;
-    // The gate before retiring legacy data: run the migration check first.
-    let mut migration_checked = opts.migration_checked;
-    let mut migration_note = None;
-    let mut accepted_notes = Vec::new();
     let gated = opts.remove_source && src.requires_migration_check;
     if !opts.migration_accept.is_empty() && !gated {
         bail!(
             "--accept applies only to --remove-source of a target that requires the migration \
              check (v2-dev-data); drop --accept"
         );
-    }
-    if opts.remove_source && src.requires_migration_check && !migration_checked && !opts.force {
-        let m = crate::verify::migration::verify_migration(
-            root,
-            &opts.layout,
-            opts.threads_for_migration,
-            &opts.migration_accept,
-            &crate::progress::Silent,
-        )?;
-        migration_checked = m.clean();
-        accepted_notes = accepted_as_notes(&m.accepted);
-        if !migration_checked {
-            migration_note = Some(format!(
-                "the migration check failed ({} not migrated, {} differ, {} unmapped; see `datamig verify --migration`)",
-                m.not_migrated.len(),
-                m.differs.len(),
-                m.unmapped.len()
-            ));
-        }
     }
     let stamp = match &opts.stamp {
         Some(s) => s.clone(),
@@ -173,8 +157,17 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
             } else {
                 "--date"
             };
+            // The source of an archive already written is removed against it.
+            let retire = if opts.remove_source && !lone {
+                format!(
+                    "; to remove the source against that archive, run `datamig retire {}`",
+                    archive.display()
+                )
+            } else {
+                String::new()
+            };
             bail!(
-                "{} already exists{}; datamig never overwrites an archive (pick another {other} or --dest, or move the old one away)",
+                "{} already exists{}; datamig never overwrites an archive (pick another {other} or --dest, or move the old one away){retire}",
                 p.display(),
                 if lone {
                     " without its archive, and no killed datamig run's archive matches it"
@@ -189,7 +182,16 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     let base_dir = opts
         .remove_source
         .then(|| BaseDir::open(root, &src.base_rel, &src.scope));
-    let (mut entries, identity, excluded) = scan_source(opts, &src, &dest)?;
+    let excludes = source_excludes(&src, &opts.excludes, &dest)?;
+    let (mut entries, identity, excluded) = scan_source(
+        &opts.layout,
+        &src,
+        &excludes,
+        &opts.tags,
+        opts.threads,
+        false,
+        &crate::progress::Silent,
+    )?;
     if entries
         .iter()
         .any(|e| e.path == b".datamig" || e.path.starts_with(b".datamig/"))
@@ -302,8 +304,7 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
             })
         })
         .collect();
-    let mut notes = skipped_notes(&entries);
-    notes.extend(accepted_notes);
+    let notes = skipped_notes(&entries);
     let mut report = ArchiveReport {
         report: "archive",
         version: 1,
@@ -330,12 +331,15 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         verify_report,
         removed: None,
         remove_refused: None,
+        gates: Vec::new(),
+        overrides: Vec::new(),
     };
     if let Some(base_dir) = base_dir {
-        match (
-            removal_refusal(opts, &src, &report, migration_checked, migration_note),
-            base_dir,
-        ) {
+        let (gates, accepted) = removal_gates(opts, &src, &report);
+        report.notes.extend(accepted_as_notes(&accepted));
+        report.gates = gates.0.clone();
+        report.overrides = gates.overrides();
+        match (gates.refusal(), base_dir) {
             (Some(why), _) | (None, Err(why)) => report.remove_refused = Some(why),
             (None, Ok(b)) => {
                 let remove_base = src.scope.is_empty();
@@ -414,34 +418,38 @@ pub fn source_excludes(src: &Source, extra: &[String], dest: &std::path::Path) -
 }
 
 /// The scanned entries, per entry the identity the writer and removal
-/// check, and what the walk left out.
-fn scan_source(
-    opts: &ArchiveOptions,
+/// check, and what the walk left out. `hash_files` for `retire`'s audit
+/// (the writer hashes as it reads).
+pub(crate) fn scan_source(
+    layout: &Layout,
     src: &Source,
-    dest: &std::path::Path,
+    excludes: &GlobSet,
+    tags: &crate::scan::Tags,
+    threads: usize,
+    hash_files: bool,
+    progress: &dyn Progress,
 ) -> Result<(Vec<Entry>, Vec<crate::scan::Identity>, Vec<Excluded>)> {
-    let excludes = source_excludes(src, &opts.excludes, dest)?;
-    let classifier = opts.layout.classifier();
+    let classifier = layout.classifier();
     let area_of = |rel: &[u8]| classifier.name_of(&src.root_rel(rel)).to_string();
     let no_json = |_: &[u8]| false;
     let spec = ScanSpec {
         root: &src.base,
         root_dir: Some(&src.dir),
         scope: &src.scope,
-        excludes: &excludes,
-        tags: &opts.tags,
+        excludes,
+        tags,
         area_of: &area_of,
         check_json: &no_json,
-        threads: opts.threads,
-        hash_files: false,
+        threads,
+        hash_files,
     };
-    let s = scan(&spec, &crate::progress::Silent)?;
+    let s = scan(&spec, progress)?;
     Ok((s.entries, s.identity, s.excluded))
 }
 
 /// Legacy files the operator accepted as obsolete: they pass the migration
 /// gate, so the report says which, and that the archive is their only copy.
-fn accepted_as_notes(accepted: &[crate::verify::migration::Accepted]) -> Vec<PathNote> {
+pub(crate) fn accepted_as_notes(accepted: &[Accepted]) -> Vec<PathNote> {
     accepted
         .iter()
         .map(|a| PathNote {
@@ -519,35 +527,52 @@ fn describe_failure(r: &CheckReport) -> String {
     parts.join("; ")
 }
 
-/// Why `--remove-source` must not run, if it must not.
-fn removal_refusal(
+/// The gates `--remove-source` passes: a verified, clean capture (no
+/// override), then the target's own (live data, migration check).
+fn removal_gates(
     opts: &ArchiveOptions,
     src: &Source,
     report: &ArchiveReport,
-    migration_checked: bool,
-    migration_note: Option<String>,
-) -> Option<String> {
-    if report.verify != "passed" {
-        return Some("the archive was not verified (--no-verify); the source was kept".into());
-    }
-    if !report.flagged.is_empty() {
-        return Some(format!(
-            "{} entries were not captured cleanly (listed above); the source was kept — fix them and archive again",
-            report.flagged.len()
-        ));
-    }
-    if src.live && !opts.force {
-        return Some(format!(
-            "{} is live V2 data; removing it needs --force; the source was kept",
-            src.target
-        ));
-    }
-    if src.requires_migration_check && !migration_checked && !opts.force {
-        return Some(format!(
-            "{} may only be removed after `datamig verify --migration` passes (or with --force): {}; the source was kept",
-            src.target,
-            migration_note.unwrap_or_else(|| "it was not run".into())
-        ));
-    }
-    None
+) -> (Gates, Vec<Accepted>) {
+    let verify = match report.verify {
+        "passed" => GateResult::passed(
+            Check::Verify,
+            "every member read back and matched its manifest entry",
+        ),
+        _ => GateResult::not_passed(
+            Check::Verify,
+            Verdict::Skipped,
+            "--no-verify",
+            format!(
+                "the archive was not verified (--no-verify); `datamig retire {}` verifies it and then removes the source",
+                report.archive
+            ),
+            None,
+        ),
+    };
+    let n = report.flagged.len();
+    let capture = if n == 0 {
+        GateResult::passed(Check::Capture, "every entry was captured cleanly")
+    } else {
+        GateResult::not_passed(
+            Check::Capture,
+            Verdict::Failed,
+            format!("{n} entries not captured cleanly"),
+            format!(
+                "{n} entries were not captured cleanly (listed above); fix them and archive again"
+            ),
+            None,
+        )
+    };
+    let policy = gates::policy(&PolicyInput {
+        root: &opts.root,
+        layout: &opts.layout,
+        threads: opts.threads,
+        source: src,
+        overrides: opts.overrides,
+        accept: &opts.migration_accept,
+    });
+    let mut gates = vec![verify, capture];
+    gates.extend(policy.gates);
+    (Gates(gates), policy.accepted)
 }

@@ -246,10 +246,8 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         tags: opts.tags.clone(),
         verify: true,
         remove_source: false,
-        force: false,
-        migration_checked: false,
+        overrides: Default::default(),
         migration_accept: Vec::new(),
-        threads_for_migration: opts.threads,
     };
     // Any error here (nothing to archive, name taken, failed read-back) ends
     // the run before retention: a failed run deletes nothing.

@@ -7,3 +7,4 @@ pub mod inventory;
 pub mod list;
 pub mod list_dir;
 pub mod remote_list;
+pub mod retire;

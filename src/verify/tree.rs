@@ -100,6 +100,22 @@ pub fn compare(
     now: &[Entry],
     fast: bool,
 ) -> TreeReport {
+    // Tar members keep whole seconds, so a tree extracted from an archive has
+    // the manifest's mtimes truncated: compare seconds for archive manifests.
+    let whole_secs = old.iter().any(|e| e.pos.is_some());
+    compare_mtimes(tree, manifest, old, now, fast, whole_secs)
+}
+
+/// [`compare`], saying whether mtimes count in whole seconds: `retire`
+/// audits the tree the archive was made from, whose mtimes are exact.
+pub fn compare_mtimes(
+    tree: &Path,
+    manifest: &Path,
+    old: &[Entry],
+    now: &[Entry],
+    fast: bool,
+    whole_secs: bool,
+) -> TreeReport {
     let mut r = TreeReport {
         report: "verify-tree",
         version: 1,
@@ -116,9 +132,6 @@ pub fn compare(
     };
     // Archive manifests hold the `.datamig/` members' owner, never on disk here.
     let skip = |e: &Entry| e.path.starts_with(b".datamig/") || e.path == b".datamig";
-    // Tar members keep whole seconds, so a tree extracted from an archive has
-    // the manifest's mtimes truncated: compare seconds for archive manifests.
-    let whole_secs = old.iter().any(|e| e.pos.is_some());
     let mtime = |e: &Entry| {
         if whole_secs {
             e.mtime_ns.div_euclid(1_000_000_000)
