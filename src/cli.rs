@@ -70,6 +70,9 @@ pub enum Command {
     /// The nightly job: a verified, UTC-stamped archive of the V2 data in <root>/backups/, then retention
     #[command(after_help = EXIT_CODES)]
     Backup(BackupArgs),
+    /// What on this server (systemd, cron, nginx, logrotate, code checkouts) still points at the paths being retired
+    #[command(after_help = EXIT_CODES)]
+    Refs(RefsArgs),
     /// Print the effective layout (TOML) so it can be copied and edited
     Layout,
     /// Print a shell completion script (e.g. `datamig completions bash > /etc/bash_completion.d/datamig`)
@@ -92,6 +95,7 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::List(_) => "list",
             Command::Backup(_) => "backup",
+            Command::Refs(_) => "refs",
             Command::Layout => "layout",
             Command::Completions { .. } => "completions",
             Command::Man => "man",
@@ -125,6 +129,7 @@ pub fn report_name_of_args(args: &[std::ffi::OsString]) -> &'static str {
         Some("restore") => "restore",
         Some("list") => "list",
         Some("backup") => "backup",
+        Some("refs") => "refs",
         Some("layout") => "layout",
         Some("completions") => "completions",
         Some("man") => "man",
@@ -234,6 +239,26 @@ pub struct ArchiveArgs {
     /// Allow --remove-source on live V2 data or without the migration check
     #[arg(long)]
     pub force: bool,
+    /// Allow --remove-source while services, timers or cron entries still point into the target
+    #[arg(long)]
+    pub ignore_refs: bool,
+    /// Directory standing for /etc in the reference check before --remove-source (see `datamig refs`)
+    #[arg(long, value_name = "DIR")]
+    pub etc: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RefsArgs {
+    /// Targets of the layout or paths under the root [default: every target whose removal the layout allows]
+    #[arg(value_name = "TARGET|PATH")]
+    pub targets: Vec<String>,
+    /// Directory standing for /etc; /lib/systemd/system, /run/systemd/system and
+    /// /var/spool/cron/crontabs are then looked up under it too
+    #[arg(long, value_name = "DIR")]
+    pub etc: Option<PathBuf>,
+    /// Also search this file or directory (repeatable)
+    #[arg(long = "in", value_name = "DIR")]
+    pub extra: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -489,12 +514,25 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 verify: !a.no_verify,
                 remove_source: a.remove_source,
                 force: a.force,
+                ignore_refs: a.ignore_refs,
+                etc: a.etc.clone(),
                 migration_checked: false,
                 threads_for_migration: g.threads(),
             };
             let progress = progress::for_cli(g.quiet);
             let report = commands::archive::run(&opts, progress.as_ref())?;
             finish(&mut stdout, g, &report)
+        }
+        Command::Refs(a) => {
+            let opts = crate::refs::RefsOptions {
+                root: g.root(),
+                layout,
+                targets: a.targets.clone(),
+                etc: a.etc.clone(),
+                extra: a.extra.clone(),
+            };
+            let r = crate::refs::run(&opts)?;
+            finish(&mut stdout, g, &r)
         }
         Command::Backup(a) => {
             let opts = commands::backup::BackupOptions {

@@ -301,6 +301,9 @@ pub fn archive(w: &mut Out, r: &crate::commands::archive::ArchiveReport) -> io::
         )?,
         _ => writeln!(w, "\nVerify: FAILED")?,
     }
+    if let Some(g) = &r.refs {
+        refs_gate(w, g)?;
+    }
     if let Some(why) = &r.remove_refused {
         writeln!(w, "Source NOT removed: {why}")?;
     }
@@ -726,6 +729,83 @@ pub fn backup(w: &mut Out, r: &crate::commands::backup::BackupReport) -> io::Res
     let backups = if n == 1 { "backup" } else { "backups" };
     let tail = format!("; {n} {backups} {what}, {} kept", r.kept.len());
     result_and(w, r.flagged.len() + r.remove_errors.len(), "", &tail)
+}
+
+fn refs_hit(h: &crate::refs::Hit) -> String {
+    let owner = h
+        .owner
+        .as_deref()
+        .map(|o| format!(" {o}"))
+        .unwrap_or_default();
+    let directive = h
+        .directive
+        .as_deref()
+        .map(|d| format!(" {d}"))
+        .unwrap_or_default();
+    let kind = serde_json::to_value(h.kind).ok();
+    let kind = kind.as_ref().and_then(|k| k.as_str()).unwrap_or("other");
+    format!(
+        "{}:{} [{kind}]{owner}{directive} -> {}: {}",
+        h.file, h.line, h.target, h.text
+    )
+}
+
+/// `datamig refs`: what still points at the retiring paths.
+pub fn refs(w: &mut Out, r: &crate::refs::RefsReport) -> io::Result<()> {
+    let o = w.info();
+    let names: Vec<&str> = r.targets.iter().map(|t| t.target.as_str()).collect();
+    writeln!(o, "datamig refs {}", names.join(" "))?;
+    for t in &r.targets {
+        writeln!(o, "  {}: {}", t.target, t.spellings.join(", "))?;
+    }
+    writeln!(
+        o,
+        "  searched {} files in {} places in {:.2}s",
+        r.files,
+        r.searched.len(),
+        r.seconds
+    )?;
+    list(w, "Still pointing at a retiring path", &r.hits, refs_hit)?;
+    list(w, "Unreadable (not searched)", &r.unreadable, |n| {
+        format!("{}: {}", n.path, n.note)
+    })?;
+    list(w.info(), "Skipped: binary", &r.skipped_binary, |p| {
+        p.clone()
+    })?;
+    list(w.info(), "Skipped: over 8 MiB", &r.skipped_large, |p| {
+        p.clone()
+    })?;
+    result(
+        w,
+        r.hits.len() + r.unreadable.len(),
+        ": nothing points at a retiring path",
+    )
+}
+
+/// The reference gate's findings inside the archive report.
+fn refs_gate(w: &mut Out, g: &crate::refs::RefsGate) -> io::Result<()> {
+    let title = if g.ignored {
+        "References (removal went ahead: --ignore-refs)"
+    } else {
+        "References blocking removal"
+    };
+    list(w, title, &g.blocking, refs_hit)?;
+    list(
+        w,
+        "References (warnings, removal not blocked)",
+        &g.warnings,
+        refs_hit,
+    )?;
+    list(w, "Reference check could not read", &g.unreadable, |n| {
+        format!("{}: {}", n.path, n.note)
+    })?;
+    if g.ignored {
+        writeln!(
+            w,
+            "Override: --ignore-refs (the reference check did not block removal)"
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -69,3 +69,4 @@ report!(
     |r| r.clean(),
     render::backup
 );
+report!(crate::refs::RefsReport, |r| r.clean(), render::refs);

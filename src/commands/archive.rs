@@ -46,6 +46,10 @@ pub struct ArchiveOptions {
     pub verify: bool,
     pub remove_source: bool,
     pub force: bool,
+    /// `--ignore-refs`: remove even while services, timers or cron point into the target.
+    pub ignore_refs: bool,
+    /// `--etc DIR` for the reference gate (default `/etc`).
+    pub etc: Option<PathBuf>,
     /// Whether the migration check already passed, for targets that require it.
     pub migration_checked: bool,
     pub threads_for_migration: usize,
@@ -79,6 +83,8 @@ pub struct ArchiveReport {
     pub verify_report: Option<CheckReport>,
     pub removed: Option<Removal>,
     pub remove_refused: Option<String>,
+    /// With --remove-source: what the reference check (`datamig refs`) found.
+    pub refs: Option<crate::refs::RefsGate>,
 }
 
 impl ArchiveReport {
@@ -120,6 +126,10 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
             ));
         }
     }
+    let refs = opts
+        .remove_source
+        .then(|| refs_gate(opts, &src.target))
+        .transpose()?;
     let stamp = match &opts.stamp {
         Some(s) => s.clone(),
         None => date_stamp(opts.date.as_deref())?,
@@ -306,6 +316,7 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         verify_report,
         removed: None,
         remove_refused: None,
+        refs,
     };
     if let Some(base_dir) = base_dir {
         match (
@@ -481,6 +492,9 @@ fn removal_refusal(
             src.target
         ));
     }
+    if let Some(why) = report.refs.as_ref().and_then(|g| g.refusal(&src.target)) {
+        return Some(why);
+    }
     if src.requires_migration_check && !migration_checked && !opts.force {
         return Some(format!(
             "{} may only be removed after `datamig verify --migration` passes (or with --force): {}; the source was kept",
@@ -489,4 +503,18 @@ fn removal_refusal(
         ));
     }
     None
+}
+
+/// The reference gate (issue 16): what on this server still points into the
+/// target, searched before anything is written so the answer describes the
+/// server as it was when removal was asked for.
+fn refs_gate(opts: &ArchiveOptions, target: &str) -> Result<crate::refs::RefsGate> {
+    let r = crate::refs::RefsOptions {
+        root: opts.root.clone(),
+        layout: opts.layout.clone(),
+        targets: Vec::new(),
+        etc: opts.etc.clone(),
+        extra: Vec::new(),
+    };
+    crate::refs::gate(&r, target, opts.ignore_refs)
 }

@@ -211,6 +211,8 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         verify: true,
         remove_source: false,
         force: false,
+        ignore_refs: false,
+        etc: None,
         migration_checked: false,
         threads_for_migration: opts.threads,
     };
