@@ -412,3 +412,81 @@ fn issue_16_a_missing_etc_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn issue_16_a_unit_linked_in_from_the_retiring_tree_is_a_hit() {
+    let s = Server::new();
+    let target = s.root.join("production/hacs-worker.service");
+    write(
+        &s.root,
+        "production/hacs-worker.service",
+        b"[Service]\nExecStart=/bin/true\n",
+    );
+    std::os::unix::fs::symlink(&target, s.etc.join("systemd/system/hacs-worker.service")).unwrap();
+    let (_, rep) = s.refs(&["production"]);
+    let linked: Vec<&Value> = rep["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["directive"] == "symlink")
+        .collect();
+    assert_eq!(linked.len(), 1, "{rep}");
+    assert_eq!(linked[0]["owner"], "hacs-worker.service");
+    assert_eq!(linked[0]["kind"], "service");
+    assert_eq!(linked[0]["line"], 0);
+}
+
+#[test]
+fn issue_16_json_is_one_line() {
+    let s = Server::new();
+    let (root, etc) = (s.r(), s.etc.display().to_string());
+    let (code, out, _) = datamig(["--root", &root, "--json", "-q", "refs", "--etc", &etc]);
+    assert_eq!(code, 1);
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.ends_with('\n'));
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["hits"].as_array().unwrap().len(), 6);
+}
+
+/// Root reads everything, so the unreadable crontab spool is seen as nobody.
+#[test]
+fn issue_16_an_unreadable_place_is_listed_not_taken_as_clean() {
+    let s = Server::new();
+    let r = s.r();
+    let spool = s.etc.join("var/spool/cron/crontabs");
+    write(
+        &spool,
+        "bastion",
+        format!("0 * * * * {r}/production/health.sh\n").as_bytes(),
+    );
+    common::chmod(&spool, 0o700);
+    let etc = s.etc.display().to_string();
+    let out = common::output_within(
+        &mut common::cmd_as_nobody(["--root", &r, "--json", "refs", "--etc", &etc]),
+        common::DEFAULT_DEADLINE,
+    );
+    assert_eq!(common::code(&out), 1);
+    let rep = json_of(&out.stdout);
+    let unreadable = rep["unreadable"].as_array().unwrap();
+    assert_eq!(unreadable.len(), 1, "{rep}");
+    assert!(
+        unreadable[0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("var/spool/cron/crontabs")
+    );
+    assert!(
+        unreadable[0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("run as root"),
+        "{rep}"
+    );
+    // As root the same spool is read and its schedule line found.
+    if common::is_root() {
+        let (_, rep) = s.refs(&["production"]);
+        let owners = rep["hits"].to_string();
+        assert!(owners.contains("bastion: 0 * * * *"), "{owners}");
+    }
+}

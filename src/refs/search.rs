@@ -91,7 +91,7 @@ fn walk(place: &Place, index: usize, out: &mut Vec<Candidate>, unreadable: &mut 
             }
             Err(err) => unreadable.push(PathNote {
                 path: place.path.display().to_string(),
-                note: err.to_string(),
+                note: format!("cannot search it ({err}); run as root to search it"),
             }),
         }
     }
