@@ -490,3 +490,58 @@ fn issue_16_an_unreadable_place_is_listed_not_taken_as_clean() {
         assert!(owners.contains("bastion: 0 * * * *"), "{owners}");
     }
 }
+
+/// The retiring paths and the checkouts come from the layout: another layout
+/// gets its own answer from the same server.
+#[test]
+fn issue_16_another_layout_gets_its_own_answer() {
+    let s = Server::new();
+    let r = s.r();
+    let layout = s._tmp.path().join("layout.toml");
+    fs::write(
+        &layout,
+        "name = \"other\"\n\
+         [[area]]\nname = \"apps\"\npath = \"apps\"\nkind = \"code\"\n\
+         [[target]]\nname = \"legacy\"\nprefix = \"legacy\"\npaths = [\"v2-dev-data\"]\n\
+         [[target]]\nname = \"live\"\nprefix = \"live\"\nlive = true\npaths = [\"production\"]\n",
+    )
+    .unwrap();
+    write(
+        &s.root,
+        "apps/site/conf.env",
+        format!("STATIC={r}/v2-dev-data/static\n").as_bytes(),
+    );
+    let (root, etc, l) = (
+        r.clone(),
+        s.etc.display().to_string(),
+        layout.display().to_string(),
+    );
+    let (code, out, err) = datamig([
+        "--root", &root, "--layout", &l, "--json", "refs", "--etc", &etc,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let rep = json_of(&out);
+    let mut got = hits(&rep, &s);
+    got.sort();
+    let mut want = vec![
+        row("apps/site/conf.env", "code", "apps", "STATIC="),
+        row(
+            "nginx/sites-enabled/coordination",
+            "web",
+            "coordination",
+            "alias",
+        ),
+    ];
+    want.sort();
+    assert_eq!(
+        got, want,
+        "production is live in this layout, v2-production no checkout: {rep}"
+    );
+    assert!(
+        rep["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["target"] == "legacy")
+    );
+}
