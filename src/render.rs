@@ -791,7 +791,7 @@ fn refs_gate(w: &mut Out, g: &crate::refs::RefsGate) -> io::Result<()> {
     };
     list(w, title, &g.blocking, refs_hit)?;
     list(
-        w,
+        w.info(),
         "References (warnings, removal not blocked)",
         &g.warnings,
         refs_hit,
@@ -804,6 +804,10 @@ fn refs_gate(w: &mut Out, g: &crate::refs::RefsGate) -> io::Result<()> {
             w,
             "Override: --ignore-refs (the reference check did not block removal)"
         )?;
+    }
+    // Keeps the lists apart from the removal line that follows.
+    if !g.blocking.is_empty() || !g.warnings.is_empty() || !g.unreadable.is_empty() {
+        writeln!(w.info())?;
     }
     Ok(())
 }
