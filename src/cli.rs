@@ -76,6 +76,9 @@ pub enum Command {
     /// Copy an archive and its sidecars off-site (s3://BUCKET/PREFIX or a directory), never overwriting, then read the copy back
     #[command(after_help = COPY_HELP)]
     Copy(CopyArgs),
+    /// What on this server (systemd, cron, nginx, logrotate, code checkouts) still points at the paths being retired
+    #[command(after_help = EXIT_CODES)]
+    Refs(RefsArgs),
     /// Print the effective layout (TOML) so it can be copied and edited
     Layout,
     /// Print a shell completion script (e.g. `datamig completions bash > /etc/bash_completion.d/datamig`)
@@ -102,6 +105,7 @@ impl Command {
             Command::List(_) => "list",
             Command::Backup(_) => "backup",
             Command::Copy(_) => "copy",
+            Command::Refs(_) => "refs",
             Command::Layout => "layout",
             Command::Completions { .. } => "completions",
             Command::Man => "man",
@@ -138,6 +142,7 @@ pub fn report_name_of_args(args: &[std::ffi::OsString]) -> &'static str {
         Some("list") => "list",
         Some("backup") => "backup",
         Some("copy") => "copy",
+        Some("refs") => "refs",
         Some("layout") => "layout",
         Some("completions") => "completions",
         Some("man") => "man",
@@ -295,6 +300,9 @@ pub struct ArchiveArgs {
     /// obsolete, as in `verify --migration --accept` (repeatable)
     #[arg(long, value_name = "PATH", requires = "remove_source")]
     pub accept: Vec<String>,
+    /// Directory standing for /etc in the reference check before --remove-source (see `datamig refs`)
+    #[arg(long, value_name = "DIR", requires = "remove_source")]
+    pub etc: Option<PathBuf>,
 }
 
 /// The flags that let a removal past a failed gate; each is named in the report.
@@ -306,6 +314,9 @@ pub struct OverrideArgs {
     /// Remove a target that needs the migration check although it fails; the report records it and exits 1
     #[arg(long)]
     pub skip_migration_check: bool,
+    /// Remove although services, timers or cron entries still point into the target (see `datamig refs`); recorded, exit 1
+    #[arg(long)]
+    pub ignore_refs: bool,
 }
 
 impl OverrideArgs {
@@ -313,6 +324,7 @@ impl OverrideArgs {
         crate::archive::gates::Overrides {
             allow_live: self.allow_live,
             skip_migration_check: self.skip_migration_check,
+            ignore_refs: self.ignore_refs,
         }
     }
 }
@@ -336,6 +348,23 @@ pub struct RetireArgs {
     pub accept: Vec<String>,
     #[command(flatten)]
     pub overrides: OverrideArgs,
+    /// Directory standing for /etc in the reference check (see `datamig refs`)
+    #[arg(long, value_name = "DIR")]
+    pub etc: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RefsArgs {
+    /// Targets of the layout or paths under the root [default: every target whose removal the layout allows]
+    #[arg(value_name = "TARGET|PATH")]
+    pub targets: Vec<String>,
+    /// Directory standing for /etc; /lib/systemd/system, /run/systemd/system and
+    /// /var/spool/cron/crontabs are then looked up under it too
+    #[arg(long, value_name = "DIR")]
+    pub etc: Option<PathBuf>,
+    /// Also search this file or directory (repeatable)
+    #[arg(long = "in", value_name = "DIR")]
+    pub extra: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -666,6 +695,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 threads: g.threads(),
                 overrides: a.overrides.typed(),
                 accept: a.accept.clone(),
+                etc: a.etc.clone(),
             };
             let progress = progress::for_cli(g.quiet);
             let r = commands::retire::run(&opts, progress.as_ref())?;
@@ -684,7 +714,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             }
             if a.overrides.typed().any() && !a.remove_source {
                 anyhow::bail!(
-                    "--allow-live and --skip-migration-check only apply to --remove-source; add it or drop them"
+                    "--allow-live, --skip-migration-check and --ignore-refs only apply to --remove-source; add it or drop them"
                 );
             }
             let opts = commands::archive::ArchiveOptions {
@@ -703,6 +733,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 remove_source: a.remove_source,
                 overrides: a.overrides.typed(),
                 migration_accept: a.accept.clone(),
+                etc: a.etc.clone(),
             };
             let progress = progress::for_cli(g.quiet);
             let report = commands::archive::run(&opts, progress.as_ref())?;
@@ -715,6 +746,17 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 tuning: crate::remote::Tuning::from_env()?,
             };
             let r = commands::copy::run(&opts)?;
+            finish(&mut stdout, g, &r)
+        }
+        Command::Refs(a) => {
+            let opts = crate::refs::RefsOptions {
+                root: g.root(),
+                layout,
+                targets: a.targets.clone(),
+                etc: a.etc.clone(),
+                extra: a.extra.clone(),
+            };
+            let r = crate::refs::run(&opts)?;
             finish(&mut stdout, g, &r)
         }
         Command::Backup(a) => {

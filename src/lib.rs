@@ -13,6 +13,7 @@ pub mod fsx;
 pub mod layout;
 pub mod manifest;
 pub mod progress;
+pub mod refs;
 pub mod remote;
 pub mod render;
 pub mod report;

@@ -317,6 +317,9 @@ pub fn archive(w: &mut Out, r: &crate::commands::archive::ArchiveReport) -> io::
         )?,
         _ => writeln!(w, "\nVerify: FAILED")?,
     }
+    if let Some(g) = &r.refs {
+        refs_gate(w, g)?;
+    }
     let problems = r.flagged.len()
         + usize::from(failed)
         + removal(
@@ -402,6 +405,7 @@ pub fn retire(w: &mut Out, r: &crate::commands::retire::RetireReport) -> io::Res
             + a.unreadable.len();
     }
     notes(w.info(), "Notes", &r.notes)?;
+    refs_gate(w, &r.refs)?;
     list(w.info(), "Gates", &r.gates, |g| {
         format!("{}: {}, {}", g.check.name(), g.outcome.shout(), g.detail)
     })?;
@@ -1034,6 +1038,81 @@ pub fn location(w: &mut Out, r: &crate::commands::remote_list::LocationReport) -
         &r.orphan_sidecars,
         |s| s.clone(),
     )?;
+    Ok(())
+}
+
+fn refs_hit(h: &crate::refs::Hit) -> String {
+    let owner = h
+        .owner
+        .as_deref()
+        .map(|o| format!(" {o}"))
+        .unwrap_or_default();
+    let directive = h
+        .directive
+        .as_deref()
+        .map(|d| format!(" {d}"))
+        .unwrap_or_default();
+    let kind = serde_json::to_value(h.kind).ok();
+    let kind = kind.as_ref().and_then(|k| k.as_str()).unwrap_or("other");
+    format!(
+        "{}:{} [{kind}]{owner}{directive} -> {}: {}",
+        h.file, h.line, h.target, h.text
+    )
+}
+
+/// `datamig refs`: what still points at the retiring paths.
+pub fn refs(w: &mut Out, r: &crate::refs::RefsReport) -> io::Result<()> {
+    let o = w.info();
+    let names: Vec<&str> = r.targets.iter().map(|t| t.target.as_str()).collect();
+    writeln!(o, "datamig refs {}", names.join(" "))?;
+    for t in &r.targets {
+        writeln!(o, "  {}: {}", t.target, t.spellings.join(", "))?;
+    }
+    writeln!(
+        o,
+        "  searched {} files in {} places in {:.2}s",
+        r.files,
+        r.searched.len(),
+        r.seconds
+    )?;
+    list(w, "Still pointing at a retiring path", &r.hits, refs_hit)?;
+    list(w, "Unreadable (not searched)", &r.unreadable, |n| {
+        format!("{}: {}", n.path, n.note)
+    })?;
+    list(w.info(), "Skipped: binary", &r.skipped_binary, |p| {
+        p.clone()
+    })?;
+    list(w.info(), "Skipped: over 8 MiB", &r.skipped_large, |p| {
+        p.clone()
+    })?;
+    result(
+        w,
+        r.hits.len() + r.unreadable.len(),
+        ": nothing points at a retiring path",
+    )
+}
+
+/// The reference gate's findings inside the archive report.
+fn refs_gate(w: &mut Out, g: &crate::refs::RefsGate) -> io::Result<()> {
+    let title = if g.ignored {
+        "References (removal went ahead: --ignore-refs)"
+    } else {
+        "References blocking removal"
+    };
+    list(w, title, &g.blocking, refs_hit)?;
+    list(
+        w.info(),
+        "References (warnings, removal not blocked)",
+        &g.warnings,
+        refs_hit,
+    )?;
+    list(w, "Reference check could not read", &g.unreadable, |n| {
+        format!("{}: {}", n.path, n.note)
+    })?;
+    // Keeps the lists apart from the removal line that follows.
+    if !g.blocking.is_empty() || !g.warnings.is_empty() || !g.unreadable.is_empty() {
+        writeln!(w.info())?;
+    }
     Ok(())
 }
 

@@ -94,3 +94,4 @@ report!(
     |r| r.clean(),
     render::location
 );
+report!(crate::refs::RefsReport, |r| r.clean(), render::refs);

@@ -32,6 +32,8 @@ pub enum Check {
     Live,
     /// `verify --migration` passes (targets that require it).
     Migration,
+    /// No service, timer or cron entry points into the target (`datamig refs`).
+    Refs,
 }
 
 impl Check {
@@ -42,6 +44,7 @@ impl Check {
             Check::Audit => "audit",
             Check::Live => "live",
             Check::Migration => "migration",
+            Check::Refs => "refs",
         }
     }
 }
@@ -63,16 +66,19 @@ pub struct Overrides {
     pub allow_live: bool,
     /// `--skip-migration-check`: remove although the migration check fails.
     pub skip_migration_check: bool,
+    /// `--ignore-refs`: remove while services, timers or cron point into it.
+    pub ignore_refs: bool,
 }
 
 impl Overrides {
     pub fn any(&self) -> bool {
-        self.allow_live || self.skip_migration_check
+        self.allow_live || self.skip_migration_check || self.ignore_refs
     }
 }
 
 pub const ALLOW_LIVE: &str = "--allow-live";
 pub const SKIP_MIGRATION_CHECK: &str = "--skip-migration-check";
+pub const IGNORE_REFS: &str = "--ignore-refs";
 
 /// One gate's result.
 #[derive(Debug, Clone, Serialize)]
@@ -218,6 +224,48 @@ pub fn policy(p: &PolicyInput) -> Policy {
         policy.accepted = accepted;
     }
     policy
+}
+
+/// What on this server points into `target` (`datamig refs TARGET`, with
+/// `etc` standing for /etc), for the reference gate of both verbs.
+pub fn search_refs(
+    root: &Path,
+    layout: &Layout,
+    etc: Option<&Path>,
+    target: &str,
+    overrides: Overrides,
+) -> Result<crate::refs::RefsGate> {
+    let r = crate::refs::RefsOptions {
+        root: root.to_path_buf(),
+        layout: layout.clone(),
+        targets: Vec::new(),
+        etc: etc.map(Path::to_path_buf),
+        extra: Vec::new(),
+    };
+    crate::refs::gate(&r, target, overrides.ignore_refs)
+}
+
+/// The reference gate (issue 16): services, timers and cron entries that
+/// still point into the target block removal; code and web hits are warnings
+/// the report lists beside it.
+pub fn refs(found: &crate::refs::RefsGate, target: &str, overrides: Overrides) -> GateResult {
+    let n = found.blocking.len();
+    if n == 0 {
+        return GateResult::passed(
+            Check::Refs,
+            format!(
+                "no service, timer or cron entry points into {target} ({} other reference(s) listed as warnings)",
+                found.warnings.len()
+            ),
+        );
+    }
+    GateResult::not_passed(
+        Check::Refs,
+        Verdict::Failed,
+        format!("{n} service/timer/cron reference(s) point into {target}"),
+        found.refusal(target).unwrap_or_default(),
+        Some((IGNORE_REFS, overrides.ignore_refs)),
+    )
 }
 
 fn live(p: &PolicyInput) -> GateResult {

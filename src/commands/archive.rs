@@ -56,6 +56,8 @@ pub struct ArchiveOptions {
     pub overrides: Overrides,
     /// `--accept PATH`: legacy files decided obsolete, as in `verify --migration --accept`.
     pub migration_accept: Vec<String>,
+    /// `--etc DIR` for the reference gate (default `/etc`).
+    pub etc: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -95,6 +97,8 @@ pub struct ArchiveReport {
     pub gates: Vec<GateResult>,
     /// Failed or skipped gates an override flag let through: never clean.
     pub overrides: Vec<Override>,
+    /// With --remove-source: what the reference check (`datamig refs`) found.
+    pub refs: Option<crate::refs::RefsGate>,
 }
 
 impl ArchiveReport {
@@ -124,6 +128,20 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
              check (v2-dev-data); drop --accept"
         );
     }
+    let refs = opts
+        .remove_source
+        // Searched before anything is written, so the answer describes the
+        // server as it was when removal was asked for.
+        .then(|| {
+            gates::search_refs(
+                &opts.root,
+                &opts.layout,
+                opts.etc.as_deref(),
+                &src.target,
+                opts.overrides,
+            )
+        })
+        .transpose()?;
     let stamp = match &opts.stamp {
         Some(s) => s.clone(),
         None => date_stamp(opts.date.as_deref())?,
@@ -333,6 +351,7 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         remove_refused: None,
         gates: Vec::new(),
         overrides: Vec::new(),
+        refs,
     };
     if let Some(base_dir) = base_dir {
         let (gates, accepted) = removal_gates(opts, &src, &report);
@@ -574,5 +593,8 @@ fn removal_gates(
     });
     let mut gates = vec![verify, capture];
     gates.extend(policy.gates);
+    if let Some(found) = &report.refs {
+        gates.push(gates::refs(found, &src.target, opts.overrides));
+    }
     (Gates(gates), policy.accepted)
 }

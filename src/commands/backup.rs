@@ -248,6 +248,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         remove_source: false,
         overrides: Default::default(),
         migration_accept: Vec::new(),
+        etc: None,
     };
     // Any error here (nothing to archive, name taken, failed read-back) ends
     // the run before retention: a failed run deletes nothing.

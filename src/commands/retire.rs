@@ -39,6 +39,8 @@ pub struct RetireOptions {
     pub overrides: Overrides,
     /// `--accept PATH`: legacy files the migration check takes as obsolete.
     pub accept: Vec<String>,
+    /// `--etc DIR` for the reference gate (default `/etc`).
+    pub etc: Option<PathBuf>,
 }
 
 /// The live tree against the archive's manifest (`verify --tree`'s lists).
@@ -107,6 +109,8 @@ pub struct RetireReport {
     pub notes: Vec<PathNote>,
     pub gates: Vec<GateResult>,
     pub overrides: Vec<Override>,
+    /// What the reference check (`datamig refs`) found for the target.
+    pub refs: crate::refs::RefsGate,
     pub removed: Option<Removal>,
     pub remove_refused: Option<String>,
     pub seconds: f64,
@@ -164,6 +168,14 @@ pub fn run(opts: &RetireOptions, progress: &dyn Progress) -> Result<RetireReport
         accept: &opts.accept,
     });
     gates.extend(policy.gates);
+    let refs = gates::search_refs(
+        &opts.root,
+        &opts.layout,
+        opts.etc.as_deref(),
+        &src.target,
+        opts.overrides,
+    )?;
+    gates.push(gates::refs(&refs, &src.target, opts.overrides));
     let gates = Gates(gates);
     let mut report = RetireReport {
         report: "retire",
@@ -177,6 +189,7 @@ pub fn run(opts: &RetireOptions, progress: &dyn Progress) -> Result<RetireReport
         notes: crate::commands::archive::accepted_as_notes(&policy.accepted),
         gates: gates.0.clone(),
         overrides: gates.overrides(),
+        refs,
         removed: None,
         remove_refused: None,
         seconds: 0.0,
