@@ -344,19 +344,39 @@ fn open_beneath(dir: &OwnedFd, rel: &[u8], flags: OFlags) -> io::Result<OwnedFd>
             format!("not a plain relative path: {:?}", OsStr::from_bytes(rel)),
         ));
     }
-    // The kernel takes at most PATH_MAX bytes in one call; deeper paths go
-    // component by component.
-    if rel.len() < 4000 {
-        let resolve =
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-        for _ in 0..8 {
-            match rustix::fs::openat2(dir, rel, flags, Mode::empty(), resolve) {
-                Ok(fd) => return Ok(fd),
-                // A rename elsewhere raced the lookup: try again.
-                Err(rustix::io::Errno::AGAIN) => continue,
-                Err(rustix::io::Errno::NOSYS) | Err(rustix::io::Errno::PERM) => break,
-                Err(e) => return Err(e.into()),
-            }
+    // The kernel takes at most PATH_MAX bytes in one call: a deeper path is
+    // resolved in chunks, each beneath the directory the one before it
+    // opened. (One `openat` per component from `dir` made every open in a
+    // 10,000-level tree cost 10,000 syscalls, and a walk of it quadratic.)
+    let mut here: Option<OwnedFd> = None;
+    let mut rest = rel;
+    while rest.len() >= BENEATH_CHUNK {
+        // Names are at most 255 bytes, so a separator is always in reach.
+        let cut = rest[..BENEATH_CHUNK]
+            .iter()
+            .rposition(|&b| b == b'/')
+            .expect("a name is shorter than a chunk");
+        let base = here.as_ref().unwrap_or(dir);
+        here = Some(resolve_beneath(base, &rest[..cut], DIR_FLAGS)?);
+        rest = &rest[cut + 1..];
+    }
+    resolve_beneath(here.as_ref().unwrap_or(dir), rest, flags)
+}
+
+/// Paths at least this long are resolved in pieces (below PATH_MAX).
+const BENEATH_CHUNK: usize = 4000;
+
+/// One `openat2` beneath `dir` for a path shorter than PATH_MAX, or one
+/// `openat(O_NOFOLLOW)` per component where the kernel lacks openat2.
+fn resolve_beneath(dir: &OwnedFd, rel: &[u8], flags: OFlags) -> io::Result<OwnedFd> {
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    for _ in 0..8 {
+        match rustix::fs::openat2(dir, rel, flags, Mode::empty(), resolve) {
+            Ok(fd) => return Ok(fd),
+            // A rename elsewhere raced the lookup: try again.
+            Err(rustix::io::Errno::AGAIN) => continue,
+            Err(rustix::io::Errno::NOSYS) | Err(rustix::io::Errno::PERM) => break,
+            Err(e) => return Err(e.into()),
         }
     }
     let mut parts = rel.split(|&b| b == b'/').peekable();
