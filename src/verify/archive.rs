@@ -91,6 +91,27 @@ impl Findings {
         self.unlisted.push(s.clone());
         self.all.push(s);
     }
+    /// What reading the members back found: each also named in `members`.
+    pub(crate) fn members(&mut self, r: &CheckReport, checked_against: &str) {
+        for n in &r.mismatched {
+            self.listed(format!("mismatched: {}: {}", n.path, n.note));
+        }
+        for n in &r.damaged {
+            self.listed(format!("damaged: {}: {}", n.path, n.note));
+        }
+        for n in &r.missing {
+            self.listed(format!("missing: {}", n.path));
+        }
+        if checked_against != "none" {
+            for n in &r.unexpected {
+                self.listed(format!("unexpected: {}: {}", n.path, n.note));
+            }
+        }
+        for s in r.damaged_frames.iter().chain(&r.stream) {
+            self.listed(s.clone());
+        }
+    }
+
     /// A finding that `members`, `flagged` or `foreign` already names.
     pub(crate) fn listed(&mut self, s: String) {
         self.all.push(s);
@@ -219,23 +240,7 @@ pub fn verify_archive(
             .map(|ix| (ix.manifest_frame_offset, ix.manifest_offset_in_frame))
             .collect();
         let r = check_archive_with(archive, &entries, &extra, progress)?;
-        for n in &r.mismatched {
-            disc.listed(format!("mismatched: {}: {}", n.path, n.note));
-        }
-        for n in &r.damaged {
-            disc.listed(format!("damaged: {}: {}", n.path, n.note));
-        }
-        for n in &r.missing {
-            disc.listed(format!("missing: {}", n.path));
-        }
-        if checked_against != "none" {
-            for n in &r.unexpected {
-                disc.listed(format!("unexpected: {}: {}", n.path, n.note));
-            }
-        }
-        for s in r.damaged_frames.iter().chain(&r.stream) {
-            disc.listed(s.clone());
-        }
+        disc.members(&r, checked_against);
         (r.archive_sha256.clone(), Some(r))
     };
 

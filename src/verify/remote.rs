@@ -161,23 +161,7 @@ fn check_members(
         .map(|ix| (ix.manifest_frame_offset, ix.manifest_offset_in_frame))
         .collect();
     let r = check_source(file, len, entries, &extra, progress)?;
-    for n in &r.mismatched {
-        disc.listed(format!("mismatched: {}: {}", n.path, n.note));
-    }
-    for n in &r.damaged {
-        disc.listed(format!("damaged: {}: {}", n.path, n.note));
-    }
-    for n in &r.missing {
-        disc.listed(format!("missing: {}", n.path));
-    }
-    if checked_against != "none" {
-        for n in &r.unexpected {
-            disc.listed(format!("unexpected: {}: {}", n.path, n.note));
-        }
-    }
-    for s in r.damaged_frames.iter().chain(&r.stream) {
-        disc.listed(s.clone());
-    }
+    disc.members(&r, checked_against);
     Ok(r)
 }
 
