@@ -7,6 +7,7 @@ pub mod atomic;
 pub mod backup;
 pub mod cli;
 pub mod commands;
+pub mod crypt;
 pub mod entry;
 pub mod frames;
 pub mod fsx;
