@@ -54,7 +54,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::archive::{MANIFEST_SIDECAR, SHA_SIDECAR};
+use crate::archive::SHA_SIDECAR;
 use crate::atomic::{AtomicFile, TMP_INFIX, commit_all, pid_alive, stale_temp_pid};
 use crate::frames::read_index;
 use crate::fsx::Dir;
@@ -141,7 +141,7 @@ fn embedded_manifest(dir: &Dir, dest: &Path, name: &[u8]) -> Option<Vec<u8>> {
 /// sidecars of `name` were written for.
 fn sidecars_belong_to(dir: &Dir, dest: &Path, name: &[u8], tmp: &DeadTemp) -> bool {
     let sha_name = [name, SHA_SIDECAR.as_bytes()].concat();
-    let man_name = [name, MANIFEST_SIDECAR.as_bytes()].concat();
+    let man_name = crate::archive::manifest_sidecar_bytes(name);
     let written_line = match read_small(dir, &sha_name, 64 << 10) {
         Some(line) => Some(line),
         // The .sha256 rename never happened (older datamig renamed the
@@ -187,7 +187,7 @@ pub fn recover(dest: &Path, archive: &Path) -> Result<Vec<PathBuf>> {
         return Ok(vec![]);
     }
     let sidecars = [
-        [name, MANIFEST_SIDECAR.as_bytes()].concat(),
+        crate::archive::manifest_sidecar_bytes(name),
         [name, SHA_SIDECAR.as_bytes()].concat(),
     ];
     if sidecars.iter().all(|s| dir.stat(s).is_err()) {

@@ -183,6 +183,32 @@ pub fn date_stamp(date: Option<&str>) -> Result<String> {
     }
 }
 
+/// The manifest sidecar of an archive name: `NAME.manifest.jsonl`, and for an
+/// encrypted `NAME.age` the encrypted `NAME.manifest.jsonl.age` (file names
+/// are sensitive; see `crypt`).
+pub fn manifest_sidecar_name(archive: &str) -> String {
+    match archive.strip_suffix(crate::crypt::AGE_SUFFIX) {
+        Some(plain) => format!("{plain}{MANIFEST_SIDECAR}{}", crate::crypt::AGE_SUFFIX),
+        None => format!("{archive}{MANIFEST_SIDECAR}"),
+    }
+}
+
+/// [`manifest_sidecar_name`] for raw (possibly non-UTF-8) names.
+pub fn manifest_sidecar_bytes(archive: &[u8]) -> Vec<u8> {
+    let age = crate::crypt::AGE_SUFFIX.as_bytes();
+    match archive.strip_suffix(age) {
+        Some(plain) => [plain, MANIFEST_SIDECAR.as_bytes(), age].concat(),
+        None => [archive, MANIFEST_SIDECAR.as_bytes()].concat(),
+    }
+}
+
+/// [`manifest_sidecar_name`] beside an archive path.
+pub fn manifest_sidecar(archive: &Path) -> PathBuf {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let name = manifest_sidecar_bytes(archive.as_os_str().as_bytes());
+    PathBuf::from(std::ffi::OsString::from_vec(name))
+}
+
 pub fn sidecar(archive: &Path, suffix: &str) -> PathBuf {
     let mut s = archive.as_os_str().to_owned();
     s.push(suffix);
@@ -236,6 +262,26 @@ impl Drop for CreatedDirs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifest_sidecars_of_plain_and_encrypted_archives() {
+        assert_eq!(
+            manifest_sidecar_name("a.tar.zst"),
+            "a.tar.zst.manifest.jsonl"
+        );
+        assert_eq!(
+            manifest_sidecar_name("a.tar.zst.age"),
+            "a.tar.zst.manifest.jsonl.age"
+        );
+        assert_eq!(
+            manifest_sidecar(Path::new("/x/a.tar.zst.age")),
+            Path::new("/x/a.tar.zst.manifest.jsonl.age")
+        );
+        assert_eq!(
+            manifest_sidecar_bytes(b"a.tar.zst"),
+            b"a.tar.zst.manifest.jsonl"
+        );
+    }
 
     #[test]
     fn date_stamps_are_checked() {

@@ -125,7 +125,7 @@ fn candidate(
     if !is_file(path) {
         return Err("not a regular file".into());
     }
-    let manifest = sidecar(path, MANIFEST_SIDECAR);
+    let manifest = crate::archive::manifest_sidecar(path);
     if !is_file(&manifest) {
         return Err(format!("no {MANIFEST_SIDECAR} sidecar"));
     }
@@ -143,7 +143,7 @@ pub fn remove_backup(archive: &Path) -> Vec<PathNote> {
     let mut failed = Vec::new();
     for p in [
         archive.to_path_buf(),
-        sidecar(archive, MANIFEST_SIDECAR),
+        crate::archive::manifest_sidecar(archive),
         sidecar(archive, SHA_SIDECAR),
     ] {
         match std::fs::remove_file(&p) {

@@ -16,8 +16,8 @@ use crate::archive::gates::{
 use crate::archive::remove::{BaseDir, Removal, remove_archived};
 use crate::archive::write::{put_bytes, resolve_positions, write_members};
 use crate::archive::{
-    EXTENSION, MANIFEST_MEMBER, MANIFEST_SIDECAR, SHA_SIDECAR, SUMS_MEMBER, Source, create_dest,
-    date_stamp, resolve_source, sidecar,
+    EXTENSION, MANIFEST_MEMBER, SHA_SIDECAR, SUMS_MEMBER, Source, create_dest, date_stamp,
+    resolve_source, sidecar,
 };
 use crate::atomic::AtomicFile;
 use crate::entry::{Entry, hex};
@@ -164,7 +164,7 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
             p.display()
         );
     }
-    let manifest_path = sidecar(&archive, MANIFEST_SIDECAR);
+    let manifest_path = crate::archive::manifest_sidecar(&archive);
     let sha_path = sidecar(&archive, SHA_SIDECAR);
     for p in [&archive, &manifest_path, &sha_path] {
         if std::fs::symlink_metadata(p).is_ok() {

@@ -385,10 +385,7 @@ fn change_since(
     newest: &backup::Found,
     dest: &std::path::Path,
 ) -> Result<Option<String>> {
-    let manifest = Manifest::read_file(&crate::archive::sidecar(
-        &newest.path,
-        crate::archive::MANIFEST_SIDECAR,
-    ))?;
+    let manifest = Manifest::read_file(&crate::archive::manifest_sidecar(&newest.path))?;
     let src = resolve_source(&opts.root, &opts.layout, target)?;
     // Scan exactly what the archive would: the same base, scope, excludes
     // and tags, listing and stat only.

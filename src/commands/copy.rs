@@ -27,7 +27,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::archive::{MANIFEST_SIDECAR, SHA_SIDECAR, sidecar};
+use crate::archive::{SHA_SIDECAR, sidecar};
 use crate::entry::hex;
 use crate::remote::{Location, PutError, Store, Tuning};
 
@@ -99,7 +99,7 @@ fn check_local(archive: &Path) -> Result<Local> {
         .with_context(|| format!("{}: the archive's name must be UTF-8", archive.display()))?
         .to_string();
     let sha_path = sidecar(archive, SHA_SIDECAR);
-    let man_path = sidecar(archive, MANIFEST_SIDECAR);
+    let man_path = crate::archive::manifest_sidecar(archive);
     for p in [&sha_path, &man_path] {
         if !p.is_file() {
             bail!(
@@ -129,7 +129,7 @@ fn check_local(archive: &Path) -> Result<Local> {
         sha256: sha256.to_ascii_lowercase(),
         sidecars: [
             (format!("{name}{SHA_SIDECAR}"), sha_path),
-            (format!("{name}{MANIFEST_SIDECAR}"), man_path),
+            (crate::archive::manifest_sidecar_name(&name), man_path),
         ],
     })
 }

@@ -10,7 +10,6 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::archive::{MANIFEST_SIDECAR, sidecar};
 use crate::frames::read_index;
 use crate::manifest::Manifest;
 use crate::summary::rfc3339_ns;
@@ -114,7 +113,7 @@ pub fn load_manifest(archive: &Path) -> Result<Option<(Manifest, &'static str)>>
     let len = std::fs::metadata(archive)
         .with_context(|| format!("cannot open archive {}", archive.display()))?
         .len();
-    let side = sidecar(archive, MANIFEST_SIDECAR);
+    let side = crate::archive::manifest_sidecar(archive);
     if side.exists() {
         return Ok(Some((Manifest::read_file(&side)?, "sidecar")));
     }

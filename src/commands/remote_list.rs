@@ -55,7 +55,7 @@ pub fn location(loc: &Location) -> Result<LocationReport> {
         .filter(|o| o.name.ends_with(EXTENSION) && o.name.len() > EXTENSION.len())
         .map(|o| {
             let sha = has(&format!("{}{SHA_SIDECAR}", o.name));
-            let man = has(&format!("{}{MANIFEST_SIDECAR}", o.name));
+            let man = has(&crate::archive::manifest_sidecar_name(&o.name));
             RemoteArchive {
                 name: o.name.clone(),
                 url: loc.url_of(&o.name),
@@ -93,7 +93,7 @@ pub fn remote_manifest(
     store: &Arc<Store>,
     name: &str,
 ) -> Result<(Manifest, &'static str, Vec<u8>, u64)> {
-    let side = format!("{name}{MANIFEST_SIDECAR}");
+    let side = crate::archive::manifest_sidecar_name(&name);
     if store.stat(&side)?.is_some() {
         let mut bytes = Vec::new();
         store.read_all(&side, &mut |b| bytes.extend_from_slice(b))?;

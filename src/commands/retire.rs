@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::archive::gates::{self, Check, GateResult, Gates, Override, Overrides, PolicyInput};
 use crate::archive::remove::{BaseDir, Removal, remove_archived};
-use crate::archive::{MANIFEST_SIDECAR, Source, resolve_source, sidecar};
+use crate::archive::{Source, resolve_source};
 use crate::entry::Entry;
 use crate::layout::Layout;
 use crate::manifest::Manifest;
@@ -214,7 +214,7 @@ fn load_manifest(archive: &Path) -> Result<Manifest> {
     if !meta.is_file() {
         bail!("{} is not a file", archive.display());
     }
-    let side = sidecar(archive, MANIFEST_SIDECAR);
+    let side = crate::archive::manifest_sidecar(archive);
     if let Ok(m) = Manifest::read_file(&side) {
         return Ok(m);
     }

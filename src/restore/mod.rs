@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::archive::{MANIFEST_SIDECAR, sidecar};
 use crate::entry::{Entry, Kind};
 use crate::frames::{FrameReader, read_index};
 use crate::fsx::Dir;
@@ -484,7 +483,7 @@ fn load_manifest(
     archive: &Path,
     len: u64,
 ) -> Result<(Option<Manifest>, &'static str, u64, Option<String>)> {
-    let side = sidecar(archive, MANIFEST_SIDECAR);
+    let side = crate::archive::manifest_sidecar(archive);
     if side.exists() {
         let m = Manifest::read_file(&side)?;
         return Ok((Some(m), "sidecar", 0, None));

@@ -10,7 +10,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::archive::check::{CheckReport, check_archive_with};
-use crate::archive::{MANIFEST_MEMBER, MANIFEST_SIDECAR, SHA_SIDECAR, sidecar};
+use crate::archive::{MANIFEST_MEMBER, SHA_SIDECAR, sidecar};
 use crate::entry::{Entry, Problem, hex};
 use crate::frames::{FrameReader, read_index};
 use crate::manifest::Manifest;
@@ -146,7 +146,7 @@ pub fn verify_archive(
     }
     let mut disc = Findings::default();
     let index = read_index(&mut f).ok().flatten();
-    let side_path = sidecar(archive, MANIFEST_SIDECAR);
+    let side_path = crate::archive::manifest_sidecar(archive);
     if index.is_none() && !side_path.exists() {
         drop(f);
         return verify_foreign(archive, quick, progress);
@@ -316,7 +316,7 @@ fn verify_foreign(
     progress.finish();
     let why = format!(
         "no manifest: no sidecar {} and no datamig index at the end of the archive (not made by datamig, or truncated), so its content cannot be checked against anything",
-        sidecar(archive, MANIFEST_SIDECAR).display()
+        crate::archive::manifest_sidecar(archive).display()
     );
     let mut disc = Findings::default();
     match &check {

@@ -11,8 +11,8 @@ use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use super::archive::{ArchiveVerifyReport, flagged_entries};
+use crate::archive::SHA_SIDECAR;
 use crate::archive::check::{CheckReport, check_source};
-use crate::archive::{MANIFEST_SIDECAR, SHA_SIDECAR};
 use crate::commands::remote_list::embedded_manifest;
 use crate::entry::hex;
 use crate::frames::read_index;
@@ -41,7 +41,7 @@ pub fn verify_remote(
         }
     };
 
-    let side_name = format!("{name}{MANIFEST_SIDECAR}");
+    let side_name = crate::archive::manifest_sidecar_name(&name);
     let side = fetch(&store, &side_name)?.map(|bytes| {
         Manifest::read(&bytes[..])
             .map(|m| (bytes.clone(), m))
