@@ -220,6 +220,46 @@ pub struct CopyArgs {
     /// Where to: s3://BUCKET/PREFIX, or a local directory
     #[arg(value_name = "URL")]
     pub to: String,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+/// S3 Object Lock on what is uploaded.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// Lock each uploaded object (archive and both sidecars) for N days with S3 Object Lock;
+    /// the bucket must have been created with Object Lock enabled (checked before uploading)
+    #[arg(long, value_name = "N", env = "DATAMIG_LOCK_DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub lock_days: Option<u32>,
+    /// governance: a user with s3:BypassGovernanceRetention can still remove or shorten the lock;
+    /// compliance: nobody can, not even the account's root user, until the date
+    #[arg(
+        long,
+        value_name = "MODE",
+        env = "DATAMIG_LOCK_MODE",
+        default_value = "governance",
+        requires = "lock_days"
+    )]
+    pub lock_mode: LockModeArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LockModeArg {
+    Governance,
+    Compliance,
+}
+
+impl LockArgs {
+    fn spec(&self) -> Option<crate::remote::lock::LockSpec> {
+        use crate::remote::lock::LockMode;
+        self.lock_days.map(|days| crate::remote::lock::LockSpec {
+            days,
+            mode: match self.lock_mode {
+                LockModeArg::Governance => LockMode::Governance,
+                LockModeArg::Compliance => LockMode::Compliance,
+            },
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -405,6 +445,20 @@ pub struct BackupArgs {
     /// After the backup verifies, copy it off-site (s3://BUCKET/PREFIX or a directory; see `datamig copy`)
     #[arg(long, value_name = "URL", env = "DATAMIG_BACKUP_TO")]
     pub to: Option<String>,
+    /// With --to: the remote keeps the N newest copies [default: as --keep-last]
+    #[arg(long, value_name = "N", env = "DATAMIG_REMOTE_KEEP_LAST")]
+    pub remote_keep_last: Option<u32>,
+    /// With --to: the remote keeps one copy for each of the last N days [default: as --keep-daily]
+    #[arg(long, value_name = "N", env = "DATAMIG_REMOTE_KEEP_DAILY")]
+    pub remote_keep_daily: Option<u32>,
+    /// With --to: the remote keeps one copy for each of the last N ISO weeks [default: as --keep-weekly]
+    #[arg(long, value_name = "N", env = "DATAMIG_REMOTE_KEEP_WEEKLY")]
+    pub remote_keep_weekly: Option<u32>,
+    /// With --to: the remote keeps one copy for each of the last N months [default: as --keep-monthly]
+    #[arg(long, value_name = "N", env = "DATAMIG_REMOTE_KEEP_MONTHLY")]
+    pub remote_keep_monthly: Option<u32>,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 /// Directories skipped because of a file in them (as GNU tar, restic and borg).
@@ -744,6 +798,11 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 archive: a.archive.clone(),
                 to: crate::remote::Location::parse(&a.to)?,
                 tuning: crate::remote::Tuning::from_env()?,
+                lock: a
+                    .lock
+                    .spec()
+                    .map(|l| l.at(jiff::Timestamp::now()))
+                    .transpose()?,
             };
             let r = commands::copy::run(&opts)?;
             finish(&mut stdout, g, &r)
@@ -760,16 +819,27 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             finish(&mut stdout, g, &r)
         }
         Command::Backup(a) => {
+            let policy = crate::backup::retention::Policy::from_flags(
+                a.keep_last,
+                a.keep_daily,
+                a.keep_weekly,
+                a.keep_monthly,
+            );
             let opts = commands::backup::BackupOptions {
                 root: g.root(),
                 layout,
                 dest: a.dest.clone(),
-                policy: crate::backup::retention::Policy::from_flags(
-                    a.keep_last,
-                    a.keep_daily,
-                    a.keep_weekly,
-                    a.keep_monthly,
+                policy,
+                remote_policy: crate::backup::remote_retention::remote_policy(
+                    policy,
+                    [
+                        a.remote_keep_last,
+                        a.remote_keep_daily,
+                        a.remote_keep_weekly,
+                        a.remote_keep_monthly,
+                    ],
                 ),
+                lock: a.lock.spec(),
                 dry_run: a.dry_run,
                 if_changed: a.if_changed,
                 now: a.now,

@@ -952,6 +952,12 @@ pub fn backup(w: &mut Out, r: &crate::commands::backup::BackupReport) -> io::Res
     if let Some(e) = &r.remote_error {
         writeln!(w, "\nOff-site copy FAILED: {e}")?;
     }
+    if let Some(rr) = &r.remote_retention {
+        remote_retention(w, rr)?;
+    }
+    let remote_problems = r.remote_retention.as_ref().map_or(0, |rr| {
+        rr.failed_verify.len() + rr.remove_errors.len() + usize::from(rr.error.is_some())
+    });
     let n = r.removed.len();
     let what = if r.dry_run {
         "would be removed"
@@ -960,8 +966,75 @@ pub fn backup(w: &mut Out, r: &crate::commands::backup::BackupReport) -> io::Res
     };
     let backups = if n == 1 { "backup" } else { "backups" };
     let tail = format!("; {n} {backups} {what}, {} kept", r.kept.len());
-    result_and(w, r.flagged.len() + r.remove_errors.len(), "", &tail)?;
+    result_and(
+        w,
+        r.flagged.len() + r.remove_errors.len() + remote_problems,
+        "",
+        &tail,
+    )?;
     not_covered(w.info(), &r.not_covered)
+}
+
+/// `backup --to`: the retention of the remote copies, as the local table.
+fn remote_retention(
+    w: &mut Out,
+    r: &crate::backup::remote_retention::RemoteRetention,
+) -> io::Result<()> {
+    use crate::backup::retention::Action;
+    let o = w.info();
+    writeln!(
+        o,
+        "\nRemote retention at {} ({}):",
+        r.location, r.policy_text
+    )?;
+    if let Some(n) = &r.newest_verified {
+        writeln!(o, "  newest copy that passes verify --quick: {n}")?;
+    }
+    let remove = if r.dry_run { "would remove" } else { "remove" };
+    let width = r.decisions.iter().map(|d| d.name.len()).max().unwrap_or(0);
+    for d in &r.decisions {
+        let verb = match d.action {
+            Action::Keep => "keep",
+            Action::Remove => remove,
+        };
+        writeln!(
+            o,
+            "  {verb:<12} {:<width$}  {}",
+            d.name,
+            d.reasons.join("; ")
+        )?;
+    }
+    list(
+        w.info(),
+        "Remote copies held by Object Lock",
+        &r.locked,
+        |l| format!("{}: until {} ({})", l.name, l.retain_until, l.object),
+    )?;
+    list(
+        w.info(),
+        "Remote objects that are not copies of this target, left alone",
+        &r.ignored,
+        |n| format!("{}: {}", n.path, n.note),
+    )?;
+    list(
+        w.info(),
+        "Sidecars of an interrupted remote removal, removed",
+        &r.finished,
+        |n| n.clone(),
+    )?;
+    list(
+        w,
+        "Remote copies that fail verify --quick (kept)",
+        &r.failed_verify,
+        |n| format!("{}: {}", n.path, n.note),
+    )?;
+    list(w, "Could not remove remotely", &r.remove_errors, |n| {
+        format!("{}: {}", n.path, n.note)
+    })?;
+    if let Some(e) = &r.error {
+        writeln!(w, "\nRemote retention FAILED: {e}")?;
+    }
+    Ok(())
 }
 
 /// What the walk left out on purpose, where it stopped.
@@ -997,6 +1070,13 @@ pub fn copy(w: &mut Out, r: &crate::commands::copy::CopyReport) -> io::Result<()
         r.remote_sha256,
         if same { "equals" } else { "DIFFERS from" }
     )?;
+    if let (Some(mode), Some(until)) = (&r.lock_mode, &r.locked_until) {
+        writeln!(
+            w.info(),
+            "Object Lock: all three objects locked ({}) until {until}.",
+            mode.s3().to_lowercase()
+        )?;
+    }
     list(w, "Discrepancies", &r.discrepancies, |d| d.clone())?;
     let clean = format!(", the copy is the archive ({:.1}s)", r.seconds);
     result(

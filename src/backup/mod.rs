@@ -6,6 +6,7 @@
 
 pub mod coverage;
 pub mod lock;
+pub mod remote_retention;
 pub mod retention;
 
 use std::os::unix::ffi::OsStrExt;

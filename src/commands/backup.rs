@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::archive::{EXTENSION, ensure_dest, resolve_source};
 use crate::backup::coverage::{backup_target, not_covered};
+use crate::backup::remote_retention::{RemoteRetention, RemoteRetentionOptions};
 use crate::backup::retention::{self, Action, Decision, Policy};
 use crate::backup::{self, Existing, file_name, lock};
 use crate::commands::archive::{ArchiveOptions, ArchiveReport, source_excludes};
@@ -45,6 +46,11 @@ pub struct BackupOptions {
     /// `--to URL`: after tonight's backup verifies, copy it there
     /// (`datamig copy`).
     pub to: Option<crate::remote::Location>,
+    /// With `to`: the policy for the remote copies (the local one, with
+    /// `--remote-keep-*` replacing rules).
+    pub remote_policy: Policy,
+    /// With `to`: `--lock-days`/`--lock-mode`, counted from `now`.
+    pub lock: Option<crate::remote::lock::LockSpec>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -110,6 +116,9 @@ pub struct BackupReport {
     /// is kept).
     pub remote: Option<crate::commands::copy::CopyReport>,
     pub remote_error: Option<String>,
+    /// With `--to`: retention of the remote copies of this target (also
+    /// run when tonight's copy failed: see `remote_retention`).
+    pub remote_retention: Option<RemoteRetention>,
 }
 
 impl BackupReport {
@@ -118,6 +127,7 @@ impl BackupReport {
             && self.remove_errors.is_empty()
             && self.remote_error.is_none()
             && self.remote.as_ref().is_none_or(|r| r.clean())
+            && self.remote_retention.as_ref().is_none_or(|r| r.clean())
     }
 }
 
@@ -170,6 +180,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         not_covered: vec![],
         remote: None,
         remote_error: None,
+        remote_retention: None,
     };
 
     if opts.dry_run {
@@ -186,6 +197,10 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
             });
         report.would_make = new.as_ref().map(|_| tonight);
         plan_with(&mut report, &existing, new, &opts.policy, now);
+        if let Some(to) = &opts.to {
+            let o = remote_options(opts, &prefix, now, None, report.would_make.clone());
+            report.remote_retention = Some(crate::backup::remote_retention::run(to, &o));
+        }
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
     }
@@ -288,20 +303,58 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     }
     report.removed = removed;
     if let Some(to) = &opts.to {
-        copy_offsite(&mut report, &made.archive, to);
+        copy_offsite(&mut report, &made.archive, to, opts, now);
+        // Retention runs whether or not tonight's copy succeeded: it counts
+        // copies, not their age, so without a new copy it decides what the
+        // last run decided (and never removes the newest verified copy); it
+        // still finishes a killed removal and frees copies whose lock has
+        // expired — which is what a store refusing uploads for lack of
+        // space needs.
+        let proved = report
+            .remote
+            .as_ref()
+            .filter(|c| c.remote_verify == "passed")
+            .map(|_| new_name.clone());
+        let o = remote_options(opts, &prefix, now, proved, None);
+        report.remote_retention = Some(crate::backup::remote_retention::run(to, &o));
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
-/// Tonight's verified backup, copied to `to`. A failure is recorded, not
-/// raised: the local backup is made and kept either way (exit 1).
-fn copy_offsite(report: &mut BackupReport, archive: &str, to: &crate::remote::Location) {
+fn remote_options(
+    opts: &BackupOptions,
+    prefix: &str,
+    now: Timestamp,
+    proved: Option<String>,
+    would_copy: Option<String>,
+) -> RemoteRetentionOptions {
+    RemoteRetentionOptions {
+        prefix: prefix.to_string(),
+        policy: opts.remote_policy,
+        now,
+        dry_run: opts.dry_run,
+        proved,
+        would_copy,
+    }
+}
+
+/// Tonight's verified backup, copied to `to` (locked with `--lock-days`). A
+/// failure is recorded, not raised: the local backup is made and kept
+/// either way (exit 1).
+fn copy_offsite(
+    report: &mut BackupReport,
+    archive: &str,
+    to: &crate::remote::Location,
+    opts: &BackupOptions,
+    now: Timestamp,
+) {
     let copied = crate::remote::Tuning::from_env().and_then(|tuning| {
         crate::commands::copy::run(&crate::commands::copy::CopyOptions {
             archive: PathBuf::from(archive),
             to: to.clone(),
             tuning,
+            lock: opts.lock.map(|l| l.at(now)).transpose()?,
         })
     });
     match copied {

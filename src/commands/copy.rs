@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::archive::{SHA_SIDECAR, sidecar};
 use crate::entry::hex;
+use crate::remote::lock::{Lock, LockMode, rfc3339};
 use crate::remote::{Location, PutError, Store, Tuning};
 
 #[derive(Debug, Clone)]
@@ -36,6 +37,10 @@ pub struct CopyOptions {
     pub archive: PathBuf,
     pub to: Location,
     pub tuning: Tuning,
+    /// `--lock-days`/`--lock-mode`: S3 Object Lock retention set on each
+    /// object right after its upload; the bucket must have Object Lock
+    /// enabled, checked before anything is sent.
+    pub lock: Option<Lock>,
 }
 
 /// One object written.
@@ -68,6 +73,10 @@ pub struct CopyReport {
     /// Unfinished uploads of a dead run found at the location and aborted.
     pub aborted_uploads: Vec<String>,
     pub discrepancies: Vec<String>,
+    /// With `--lock-days`: the Object Lock mode and retain-until date set on
+    /// all three objects.
+    pub lock_mode: Option<LockMode>,
+    pub locked_until: Option<String>,
     pub seconds: f64,
 }
 
@@ -138,6 +147,9 @@ pub fn run(opts: &CopyOptions) -> Result<CopyReport> {
     let started = std::time::Instant::now();
     let local = check_local(&opts.archive)?;
     let store = Store::open(&opts.to, opts.tuning)?;
+    if opts.lock.is_some() {
+        store.check_lockable()?;
+    }
     let aborted_uploads = store.abort_unfinished()?;
     let names = [&local.name, &local.sidecars[0].0, &local.sidecars[1].0];
     for n in names {
@@ -155,6 +167,7 @@ pub fn run(opts: &CopyOptions) -> Result<CopyReport> {
         path: local.archive.clone(),
     };
     store.put_new(&local.name, &mut checked, local.size)?;
+    lock(&store, &local.name, opts.lock.as_ref())?;
     uploaded.push(Copied {
         url: opts.to.url_of(&local.name),
         bytes: local.size,
@@ -162,6 +175,7 @@ pub fn run(opts: &CopyOptions) -> Result<CopyReport> {
     for (n, p) in &local.sidecars {
         let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
         store.put_new(n, &mut &bytes[..], bytes.len() as u64)?;
+        lock(&store, n, opts.lock.as_ref())?;
         uploaded.push(Copied {
             url: opts.to.url_of(n),
             bytes: bytes.len() as u64,
@@ -180,11 +194,28 @@ pub fn run(opts: &CopyOptions) -> Result<CopyReport> {
         remote_verify: "FAILED",
         aborted_uploads,
         discrepancies: Vec::new(),
+        lock_mode: opts.lock.map(|l| l.mode),
+        locked_until: opts.lock.map(|l| rfc3339(l.until)),
         seconds: 0.0,
     };
     prove(&store, &local, &mut report)?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Set the retention right after the upload, so an object is unlocked only
+/// between its upload and this request. A failure leaves the object there,
+/// unlocked, and ends the copy (exit 2; the message says so).
+fn lock(store: &Store, name: &str, lock: Option<&Lock>) -> Result<()> {
+    if let Some(l) = lock {
+        store.set_retention(name, l).with_context(|| {
+            format!(
+                "{} was uploaded but is not locked",
+                store.location().url_of(name)
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Read the copy back: the archive's size and SHA-256 against the local

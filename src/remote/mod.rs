@@ -11,6 +11,7 @@
 
 mod dir;
 mod file;
+pub mod lock;
 mod s3;
 
 pub use file::RemoteFile;

@@ -27,6 +27,9 @@ use serde::Deserialize;
 
 use super::{Location, Object, PutError, Tuning, is_datamig_name};
 
+#[path = "s3_lock.rs"]
+mod lock;
+
 /// Bytes read from the file per write call into the part buffer.
 const READ_PIECE: usize = 1 << 20;
 
