@@ -347,6 +347,9 @@ fn explain(decisions: &mut [Decision], newest_verified: Option<&str>) {
                 *why = REASON_NEWEST_VERIFIED.into();
             }
         }
+        if d.flagged && !d.reasons.iter().any(|r| r == REASON_FAILS_VERIFY) {
+            d.reasons.push(REASON_FAILS_VERIFY.into());
+        }
         if newest_verified.is_none() && d.action == Action::Remove {
             d.action = Action::Keep;
             d.reasons = vec![REASON_NONE_VERIFIED.into()];

@@ -20,6 +20,7 @@ struct Answer {
     status: u16,
     code: String,
     body: String,
+    headers: http::HeaderMap,
 }
 
 impl S3Store {
@@ -67,10 +68,33 @@ impl S3Store {
         Ok(())
     }
 
-    /// GetObjectRetention on `name`: None when the object has none.
+    /// The retention of `name`: None when it has none. HEAD first (its
+    /// `x-amz-object-lock-*` headers); when they show no lock, also
+    /// GetObjectRetention, since a caller without s3:GetObjectRetention gets
+    /// no headers — a refusal there is an error, never "not locked". A
+    /// store that answers GetObjectRetention with something other than a
+    /// retention (moto serves the object) is taken at its HEAD's word.
     pub(crate) fn retention(&self, name: &str) -> Result<Option<Retention>> {
-        let url = format!("{}?retention", self.object_url(name));
-        let a = self.rt.block_on(self.send("GET", &url, &[]))?;
+        let url = self.object_url(name);
+        let head = self.rt.block_on(self.send("HEAD", &url, &[]))?;
+        if !head.ok {
+            bail!(
+                "cannot look up {} (for its Object Lock retention): HTTP {}",
+                self.url(name),
+                head.status
+            );
+        }
+        let header = |h: &str| head.headers.get(h).and_then(|v| v.to_str().ok());
+        if let Some(date) = header("x-amz-object-lock-retain-until-date") {
+            let mode = header("x-amz-object-lock-mode").and_then(LockMode::from_s3);
+            return Ok(Some(Retention {
+                mode,
+                until: self.parse_until(name, date)?,
+            }));
+        }
+        let a = self
+            .rt
+            .block_on(self.send("GET", &format!("{url}?retention"), &[]))?;
         if !a.ok {
             if a.code == "NoSuchObjectLockConfiguration" {
                 return Ok(None);
@@ -82,21 +106,25 @@ impl S3Store {
                 a.code
             );
         }
-        let r: RetentionXml = quick_xml::de::from_str(&a.body)
-            .with_context(|| format!("the retention of {} does not parse", self.url(name)))?;
-        let Some(date) = r.retain_until_date else {
+        let Ok(r) = quick_xml::de::from_str::<RetentionXml>(&a.body) else {
             return Ok(None);
         };
-        let until: Timestamp = date.parse().map_err(|e| {
+        match r.retain_until_date {
+            None => Ok(None),
+            Some(date) => Ok(Some(Retention {
+                mode: r.mode.as_deref().and_then(LockMode::from_s3),
+                until: self.parse_until(name, &date)?,
+            })),
+        }
+    }
+
+    fn parse_until(&self, name: &str, date: &str) -> Result<Timestamp> {
+        date.parse().map_err(|e| {
             anyhow!(
                 "the retention date {date:?} of {} is not a time: {e}",
                 self.url(name)
             )
-        })?;
-        Ok(Some(Retention {
-            mode: r.mode.as_deref().and_then(LockMode::from_s3),
-            until,
-        }))
+        })
     }
 
     fn object_url(&self, name: &str) -> String {
@@ -137,6 +165,7 @@ impl S3Store {
             .await
             .map_err(|e| anyhow!("the store did not answer: {e}"))?;
         let status = resp.status();
+        let headers = resp.headers().clone();
         let text = resp.text().await.unwrap_or_default();
         let code = if status.is_success() {
             String::new()
@@ -151,6 +180,7 @@ impl S3Store {
             status: status.as_u16(),
             code,
             body: text,
+            headers,
         })
     }
 }

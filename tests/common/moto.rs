@@ -131,11 +131,80 @@ impl Moto {
     }
 
     fn try_send(&self, method: &str, path: &str, body: &[u8]) -> Option<(u16, String)> {
+        self.try_send_with(method, path, "", body)
+    }
+
+    /// Create another bucket; with `object_lock`, as
+    /// `create-bucket --object-lock-enabled-for-bucket` does (which also
+    /// turns on versioning).
+    pub fn create_bucket(&self, bucket: &str, object_lock: bool) {
+        let headers = if object_lock {
+            "x-amz-bucket-object-lock-enabled: true\r\n"
+        } else {
+            ""
+        };
+        let (status, body) = self
+            .try_send_with("PUT", &format!("/{bucket}"), headers, b"")
+            .expect("moto answers");
+        assert!(status < 300, "cannot create bucket {bucket}: {status} {body}");
+    }
+
+    /// The response headers of HEAD `/BUCKET/KEY`, lowercased names.
+    pub fn head(&self, bucket: &str, key: &str) -> (u16, Vec<(String, String)>) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
+        write!(
+            s,
+            "HEAD /{bucket}/{key} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{AUTH}\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let headers = text
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        (status, headers)
+    }
+
+    /// Put `body` under `key` of `bucket`, unconditionally.
+    pub fn put_in(&self, bucket: &str, key: &str, body: &[u8]) {
+        let (status, text) = self
+            .try_send_with("PUT", &format!("/{bucket}/{key}"), "", body)
+            .expect("moto answers");
+        assert_eq!(status, 200, "PUT {bucket}/{key}: {text}");
+    }
+
+    /// Keys of the current objects of `bucket` (ListObjectsV2, one page).
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let (status, body) = self.http("GET", &format!("/{bucket}?list-type=2"));
+        assert_eq!(status, 200, "ListObjectsV2 {bucket}: {body}");
+        let mut keys: Vec<String> = body
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|r| r.split_once("</Key>").map(|(k, _)| k.to_string()))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    fn try_send_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: &[u8],
+    ) -> Option<(u16, String)> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{AUTH}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{AUTH}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
             self.port,
             body.len()
         )
