@@ -357,3 +357,80 @@ fn lock_days_on_a_bucket_without_object_lock_uploads_nothing() {
     assert_eq!(moto.keys("plain"), Vec::<String>::new());
 }
 
+
+/// `chattr +i` on a file for the life of the guard (root cannot delete an
+/// immutable file either), undone on drop so the temp dir can go.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(p: &Path) -> Immutable {
+        let chattr = common::require_tool("chattr");
+        let st = std::process::Command::new(&chattr)
+            .arg("+i")
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(st.success(), "chattr +i {}", p.display());
+        Immutable(p.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A remote delete that fails (here: the manifest sidecar of a copy in a
+/// directory location is immutable) is exit 1 with one line naming the
+/// object; the local backup stays; the archive is already gone and the
+/// `.sha256` is kept, so the set is recognisable, and the next run finishes
+/// the removal.
+#[test]
+fn a_failed_remote_delete_is_exit_1_and_the_next_run_finishes_it() {
+    let t = common::tempdir();
+    let (root, dest) = tree(t.path());
+    let remote = t.path().join("offsite");
+    let moto = Moto::start("unused");
+    let to = remote.to_str().unwrap();
+    let a = ["--to", to, "--keep-last", "1"];
+    let (rc, rep) = backup(&moto, &root, &dest, &common::night(0), &a);
+    assert_eq!(rc, 0, "{rep}");
+    let n0 = common::night_name(0);
+    let guard = Immutable::set(&remote.join(format!("{n0}.manifest.jsonl")));
+
+    let (rc, rep) = backup(&moto, &root, &dest, &common::night(1), &a);
+    assert_eq!(rc, 1, "{rep}");
+    assert!(dest.join(common::night_name(1)).is_file(), "the local backup stays");
+    let rr = &rep["remote_retention"];
+    let errors = rr["remove_errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{rr}");
+    let path = errors[0]["path"].as_str().unwrap();
+    assert!(path.ends_with(&format!("{n0}.manifest.jsonl")), "{rr}");
+    assert!(!errors[0]["note"].as_str().unwrap().contains('\n'), "{rr}");
+    assert!(!remote.join(&n0).exists(), "the archive goes first");
+    assert!(remote.join(format!("{n0}.sha256")).exists(), ".sha256 goes last");
+
+    drop(guard);
+    let (rc, rep) = backup(&moto, &root, &dest, &common::night(2), &a);
+    assert_eq!(rc, 0, "{rep}");
+    let rr = &rep["remote_retention"];
+    assert_eq!(
+        strings(&rr["finished"]),
+        [format!("{n0}.manifest.jsonl"), format!("{n0}.sha256")],
+        "{rr}"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&remote)
+        .unwrap()
+        .map(|d| d.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    let n2 = common::night_name(2);
+    assert_eq!(
+        left,
+        [n2.clone(), format!("{n2}.manifest.jsonl"), format!("{n2}.sha256")]
+    );
+}
