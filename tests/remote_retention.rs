@@ -85,7 +85,14 @@ fn ten_nights_keep_five_remote_copies_and_three_local() {
     let (root, dest) = tree(t.path());
     let moto = Moto::start("copies");
     let url = moto.url("nightly");
-    let args = ["--to", &url, "--keep-daily", "3", "--remote-keep-daily", "5"];
+    let args = [
+        "--to",
+        &url,
+        "--keep-daily",
+        "3",
+        "--remote-keep-daily",
+        "5",
+    ];
     for night in 0..10i64 {
         let (rc, rep) = backup(&moto, &root, &dest, &common::night(night), &args);
         assert_eq!(rc, 0, "night {night}: {rep}");
@@ -94,9 +101,17 @@ fn ten_nights_keep_five_remote_copies_and_three_local() {
         assert_eq!(rr["policy"]["keep_daily"], 5);
         assert_eq!(rr["newest_verified"], common::night_name(night), "{rr}");
         let expect = names((night - 4).max(0)..=night);
-        assert_eq!(remote_copies(&moto, "copies", "nightly"), expect, "night {night}");
+        assert_eq!(
+            remote_copies(&moto, "copies", "nightly"),
+            expect,
+            "night {night}"
+        );
         assert_eq!(strings(&rr["kept"]), expect, "night {night}");
-        let gone = if night >= 5 { names([night - 5]) } else { vec![] };
+        let gone = if night >= 5 {
+            names([night - 5])
+        } else {
+            vec![]
+        };
         assert_eq!(strings(&rr["removed"]), gone, "night {night}");
         assert_eq!(rr["ignored"], serde_json::json!([]), "{rr}");
         let local = strings(&rep["kept"]);
@@ -137,7 +152,14 @@ fn the_newest_copy_failing_verify_is_kept_and_so_is_the_newest_verified_one() {
     let moto = Moto::start("copies");
     let url = moto.url("nightly");
     for night in 0..3 {
-        let a = ["--to", &url, "--keep-daily", "1", "--remote-keep-daily", "3"];
+        let a = [
+            "--to",
+            &url,
+            "--keep-daily",
+            "1",
+            "--remote-keep-daily",
+            "3",
+        ];
         let (rc, rep) = backup(&moto, &root, &dest, &common::night(night), &a);
         assert_eq!(rc, 0, "{rep}");
     }
@@ -153,7 +175,10 @@ fn the_newest_copy_failing_verify_is_kept_and_so_is_the_newest_verified_one() {
     assert_eq!(rc, 1, "{rep}");
     assert!(dest.join(&tonight).is_file(), "the local backup is made");
     assert!(
-        rep["remote_error"].as_str().unwrap().contains("already exists"),
+        rep["remote_error"]
+            .as_str()
+            .unwrap()
+            .contains("already exists"),
         "{rep}"
     );
     let rr = &rep["remote_retention"];
@@ -180,14 +205,24 @@ fn the_newest_copy_failing_verify_is_kept_and_so_is_the_newest_verified_one() {
         "{rr}"
     );
     // Tonight's name, taken by someone else's object, is left alone.
-    assert_eq!(moto.object(&format!("nightly/{tonight}")), b"not datamig's\n");
+    assert_eq!(
+        moto.object(&format!("nightly/{tonight}")),
+        b"not datamig's\n"
+    );
     assert!(
         rr["ignored"].to_string().contains(&tonight),
         "listed as ignored: {rr}"
     );
     let keys = moto.keys("copies");
-    assert!(!keys.iter().any(|k| k.contains(&common::night_name(0))), "{keys:?}");
-    assert_eq!(keys.len(), 7, "nights 1 and 2 with sidecars, tonight's foreign object: {keys:?}");
+    assert!(
+        !keys.iter().any(|k| k.contains(&common::night_name(0))),
+        "{keys:?}"
+    );
+    assert_eq!(
+        keys.len(),
+        7,
+        "nights 1 and 2 with sidecars, tonight's foreign object: {keys:?}"
+    );
 }
 
 /// Only complete datamig copies are candidates: another tool's objects and an
@@ -232,8 +267,15 @@ fn foreign_objects_and_incomplete_copies_are_left_alone_and_a_killed_removal_is_
             .unwrap_or_else(|| panic!("{p} not listed as ignored: {rr}"))
     };
     assert!(note(old).contains(".manifest.jsonl missing"), "{rr}");
-    for foreign in ["notes.txt", "restic-config", "other-20251201-020000.tar.zst"] {
-        assert!(note(foreign).contains("not a backup of this target"), "{rr}");
+    for foreign in [
+        "notes.txt",
+        "restic-config",
+        "other-20251201-020000.tar.zst",
+    ] {
+        assert!(
+            note(foreign).contains("not a backup of this target"),
+            "{rr}"
+        );
     }
     assert_eq!(
         strings(&rr["finished"]),
@@ -248,7 +290,10 @@ fn foreign_objects_and_incomplete_copies_are_left_alone_and_a_killed_removal_is_
         old,
         &format!("{old}.sha256"),
     ] {
-        assert!(keys.contains(&format!("nightly/{k}")), "{k} was touched: {keys:?}");
+        assert!(
+            keys.contains(&format!("nightly/{k}")),
+            "{k} was touched: {keys:?}"
+        );
     }
     assert!(!keys.iter().any(|k| k.contains(half)), "{keys:?}");
     assert_eq!(strings(&rr["kept"]), names([0]));
@@ -289,7 +334,11 @@ fn a_locked_copy_is_kept_until_its_date_then_removed() {
         let (status, headers) = moto.head("locked", &format!("nightly/{n0}{s}"));
         assert_eq!(status, 200);
         let h = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        assert_eq!(h("x-amz-object-lock-mode").as_deref(), Some("GOVERNANCE"), "{s}");
+        assert_eq!(
+            h("x-amz-object-lock-mode").as_deref(),
+            Some("GOVERNANCE"),
+            "{s}"
+        );
         let until = h("x-amz-object-lock-retain-until-date").unwrap();
         assert!(until.starts_with(&future_night(2)[..19]), "{s}: {until}");
     }
@@ -311,7 +360,7 @@ fn a_locked_copy_is_kept_until_its_date_then_removed() {
     let (rc, rep) = backup(&moto, &root, &dest, &future_night(2), &a);
     assert_eq!(rc, 0, "{rep}");
     let rr = &rep["remote_retention"];
-    assert_eq!(strings(&rr["removed"]), [n0.clone()], "{rr}");
+    assert_eq!(strings(&rr["removed"]), [n0], "{rr}");
     // Night 1's copy is locked until night 3: kept although keep-last is 1.
     assert_eq!(rr["locked"][0]["name"], future_name(1), "{rr}");
     assert_eq!(
@@ -333,8 +382,7 @@ fn lock_days_on_a_bucket_without_object_lock_uploads_nothing() {
     let archive = dest.join(common::night_name(0));
 
     let mut c = common::cmd(["-q", "copy"]);
-    c.arg(&archive)
-        .args(["s3://plain/x", "--lock-days", "3"]);
+    c.arg(&archive).args(["s3://plain/x", "--lock-days", "3"]);
     moto.env(&mut c);
     let o = output_within(&mut c, DEADLINE);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -351,12 +399,14 @@ fn lock_days_on_a_bucket_without_object_lock_uploads_nothing() {
     assert_eq!(rc, 1, "{rep}");
     assert!(dest.join(common::night_name(1)).is_file());
     assert!(
-        rep["remote_error"].as_str().unwrap().contains("Object Lock enabled"),
+        rep["remote_error"]
+            .as_str()
+            .unwrap()
+            .contains("Object Lock enabled"),
         "{rep}"
     );
     assert_eq!(moto.keys("plain"), Vec::<String>::new());
 }
-
 
 /// `chattr +i` on a file for the life of the guard (root cannot delete an
 /// immutable file either), undone on drop so the temp dir can go.
@@ -404,7 +454,10 @@ fn a_failed_remote_delete_is_exit_1_and_the_next_run_finishes_it() {
 
     let (rc, rep) = backup(&moto, &root, &dest, &common::night(1), &a);
     assert_eq!(rc, 1, "{rep}");
-    assert!(dest.join(common::night_name(1)).is_file(), "the local backup stays");
+    assert!(
+        dest.join(common::night_name(1)).is_file(),
+        "the local backup stays"
+    );
     let rr = &rep["remote_retention"];
     let errors = rr["remove_errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1, "{rr}");
@@ -412,7 +465,10 @@ fn a_failed_remote_delete_is_exit_1_and_the_next_run_finishes_it() {
     assert!(path.ends_with(&format!("{n0}.manifest.jsonl")), "{rr}");
     assert!(!errors[0]["note"].as_str().unwrap().contains('\n'), "{rr}");
     assert!(!remote.join(&n0).exists(), "the archive goes first");
-    assert!(remote.join(format!("{n0}.sha256")).exists(), ".sha256 goes last");
+    assert!(
+        remote.join(format!("{n0}.sha256")).exists(),
+        ".sha256 goes last"
+    );
 
     drop(guard);
     let (rc, rep) = backup(&moto, &root, &dest, &common::night(2), &a);
@@ -431,6 +487,10 @@ fn a_failed_remote_delete_is_exit_1_and_the_next_run_finishes_it() {
     let n2 = common::night_name(2);
     assert_eq!(
         left,
-        [n2.clone(), format!("{n2}.manifest.jsonl"), format!("{n2}.sha256")]
+        [
+            n2.clone(),
+            format!("{n2}.manifest.jsonl"),
+            format!("{n2}.sha256")
+        ]
     );
 }

@@ -146,7 +146,10 @@ impl Moto {
         let (status, body) = self
             .try_send_with("PUT", &format!("/{bucket}"), headers, b"")
             .expect("moto answers");
-        assert!(status < 300, "cannot create bucket {bucket}: {status} {body}");
+        assert!(
+            status < 300,
+            "cannot create bucket {bucket}: {status} {body}"
+        );
     }
 
     /// The response headers of HEAD `/BUCKET/KEY`, lowercased names.
