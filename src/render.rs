@@ -1016,12 +1016,12 @@ fn remote_retention(
         &r.ignored,
         |n| format!("{}: {}", n.path, n.note),
     )?;
-    list(
-        w.info(),
-        "Sidecars of an interrupted remote removal, removed",
-        &r.finished,
-        |n| n.clone(),
-    )?;
+    let finished = if r.dry_run {
+        "Sidecars of an interrupted remote removal, would be removed"
+    } else {
+        "Sidecars of an interrupted remote removal, removed"
+    };
+    list(w.info(), finished, &r.finished, |n| n.clone())?;
     list(
         w,
         "Remote copies that fail verify --quick (kept)",

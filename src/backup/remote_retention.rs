@@ -143,6 +143,8 @@ impl RemoteRetention {
 struct Candidate {
     name: String,
     time: Timestamp,
+    /// The copy a dry run stands in for: not there to verify.
+    planned: bool,
 }
 
 /// The remote policy: the local one, with each `--remote-keep-*` given
@@ -186,10 +188,13 @@ pub fn run(location: &Location, o: &RemoteRetentionOptions) -> RemoteRetention {
 fn apply(store: &Store, o: &RemoteRetentionOptions, r: &mut RemoteRetention) -> anyhow::Result<()> {
     let names: BTreeSet<String> = store.list()?.into_iter().map(|x| x.name).collect();
     let (mut candidates, orphans) = sort_names(&names, &o.prefix, &mut r.ignored);
-    if let Some(n) = &o.would_copy {
+    // A name already taken there makes the real copy fail: then it is not
+    // counted.
+    if let Some(n) = o.would_copy.as_ref().filter(|n| !names.contains(*n)) {
         candidates.push(Candidate {
             name: n.clone(),
             time: o.now,
+            planned: true,
         });
     }
     let flagged = find_newest_verified(store, o, &candidates, r);
@@ -255,6 +260,7 @@ fn sort_names(
                     candidates.push(Candidate {
                         name: name.clone(),
                         time,
+                        planned: false,
                     });
                 } else {
                     ignored.push(PathNote {
@@ -293,7 +299,7 @@ fn find_newest_verified(
     order.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.name.cmp(&a.name)));
     let mut failed = BTreeSet::new();
     for c in order {
-        let trusted = o.proved.as_ref() == Some(&c.name) || o.would_copy.as_ref() == Some(&c.name);
+        let trusted = c.planned || o.proved.as_ref() == Some(&c.name);
         match if trusted {
             None
         } else {
