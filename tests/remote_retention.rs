@@ -357,6 +357,29 @@ fn a_locked_copy_is_kept_until_its_date_then_removed() {
         [n0.clone(), future_name(1)]
     );
 
+    // The operator's view an hour later (a dry run, nothing deleted): with
+    // the planned copy newest, both copies are due and both are held.
+    let mut c = common::cmd(["--root", root.to_str().unwrap(), "backup"]);
+    c.args(["--dest", dest.to_str().unwrap(), "--dry-run"])
+        .args(["--now", &future_night(1).replace("02:00:00", "03:00:00")])
+        .args(a);
+    moto.env(&mut c);
+    let o = output_within(&mut c, DEADLINE);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(code(&o), 0, "{text}");
+    assert!(
+        text.contains("Remote retention at s3://locked/nightly"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Remote copies held by Object Lock (2):"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{n0}: until {}", future_night(2))),
+        "{text}"
+    );
+
     let (rc, rep) = backup(&moto, &root, &dest, &future_night(2), &a);
     assert_eq!(rc, 0, "{rep}");
     let rr = &rep["remote_retention"];
@@ -371,7 +394,9 @@ fn a_locked_copy_is_kept_until_its_date_then_removed() {
 
 /// `--lock-days` on a bucket without Object Lock: `copy` is exit 2 with one
 /// line saying how to create the bucket, and uploads nothing; `backup --to`
-/// keeps its local backup and is exit 1, nothing uploaded either.
+/// keeps its local backup and is exit 1, nothing uploaded either. (And the
+/// same `copy` into a bucket with Object Lock locks all three objects, here
+/// in compliance mode.)
 #[test]
 fn lock_days_on_a_bucket_without_object_lock_uploads_nothing() {
     let t = common::tempdir();
@@ -393,6 +418,32 @@ fn lock_days_on_a_bucket_without_object_lock_uploads_nothing() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert_eq!(moto.keys("plain"), Vec::<String>::new());
+
+    // The same copy into a bucket with Object Lock: all three objects locked.
+    moto.create_bucket("locked", true);
+    let mut c = common::cmd(["-q", "--json", "copy"]);
+    c.arg(&archive).args([
+        "s3://locked/x",
+        "--lock-days",
+        "1",
+        "--lock-mode",
+        "compliance",
+    ]);
+    moto.env(&mut c);
+    let o = output_within(&mut c, DEADLINE);
+    let rep = json_of(&o.stdout);
+    assert_eq!(code(&o), 0, "{rep}");
+    assert_eq!(rep["lock_mode"], "compliance", "{rep}");
+    let name = common::night_name(0);
+    for s in ["", ".sha256", ".manifest.jsonl"] {
+        let (_, headers) = moto.head("locked", &format!("x/{name}{s}"));
+        assert!(
+            headers
+                .iter()
+                .any(|(k, v)| k == "x-amz-object-lock-mode" && v == "COMPLIANCE"),
+            "{s}: {headers:?}"
+        );
+    }
 
     let a = ["--to", "s3://plain/x", "--lock-days", "3"];
     let (rc, rep) = backup(&moto, &root, &dest, &common::night(1), &a);
