@@ -180,7 +180,7 @@ pub fn run(location: &Location, o: &RemoteRetentionOptions) -> RemoteRetention {
     };
     let store = Tuning::from_env().and_then(|t| Store::open(location, t));
     if let Err(e) = store.and_then(|s| apply(&s, o, &mut r)) {
-        r.error = Some(format!("{e:#}; no remote copy was removed after this"));
+        r.error = Some(format!("{e:#}; no remote copy was removed"));
     }
     r
 }
