@@ -9,8 +9,10 @@
 //! A local directory behaves the same way (create-only, all or nothing), so a
 //! command written against [`Store`] works for both.
 
+mod aws_config;
 mod dir;
 mod file;
+mod hints;
 mod s3;
 
 pub use file::RemoteFile;
@@ -126,6 +128,8 @@ pub struct Object {
 pub enum PutError {
     /// The name is taken; nothing was written.
     Exists(String),
+    /// A signal arrived mid-upload; the upload was aborted.
+    Interrupted,
     Failed(anyhow::Error),
 }
 
@@ -136,6 +140,7 @@ impl std::fmt::Display for PutError {
                 f,
                 "{url} already exists; datamig never overwrites a copy (delete it there first, or copy to another prefix)"
             ),
+            PutError::Interrupted => write!(f, "interrupted; the unfinished upload was aborted"),
             PutError::Failed(e) => write!(f, "{e:#}"),
         }
     }
