@@ -141,6 +141,26 @@ impl Moto {
         Some((status, body))
     }
 
+    /// Put the file at `path` under `key` in one PUT, streamed from disk (a
+    /// test's upload of a big archive without datamig's read-back).
+    pub fn put_file(&self, key: &str, path: &Path) {
+        let mut f = std::fs::File::open(path).unwrap();
+        let len = f.metadata().unwrap().len();
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+        write!(
+            s,
+            "PUT /{}/{key} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{AUTH}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n",
+            self.bucket, self.port
+        )
+        .unwrap();
+        std::io::copy(&mut f, &mut s).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 200"), "PUT {key}: {text}");
+    }
+
     /// Whether an object exists under `key` (HEAD-like, via GET).
     pub fn has_object(&self, key: &str) -> bool {
         let (status, _) = self.http("HEAD", &format!("/{}/{key}", self.bucket));
