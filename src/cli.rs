@@ -745,7 +745,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 to: crate::remote::Location::parse(&a.to)?,
                 tuning: crate::remote::Tuning::from_env()?,
             };
-            let r = commands::copy::run(&opts)?;
+            let progress = progress::for_cli(g.quiet);
+            let r = commands::copy::run_with(&opts, progress.as_ref())?;
             finish(&mut stdout, g, &r)
         }
         Command::Refs(a) => {

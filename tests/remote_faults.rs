@@ -407,3 +407,50 @@ fn a_profile_in_home_aws_config_and_credentials_reaches_the_store() {
     assert_eq!(rc, 2, "{err}");
     assert!(err.contains("nosuch"), "{err}");
 }
+
+/// On a terminal, `copy` shows the upload and the read-back as progress
+/// bars (bytes, rate, ETA); piped, it shows none (the JSON stays clean).
+#[test]
+fn copy_shows_upload_and_read_back_progress_on_a_terminal() {
+    let script = common::require_tool("script");
+    let t = common::tempdir();
+    let a = archive_of(t.path(), 24);
+    let moto = Moto::start("copies");
+    let mut inner = datamig(&moto, &["copy", a.to_str().unwrap(), &moto.url("tty")]);
+    // util-linux script(1): the command runs on a pseudo-terminal.
+    let line = std::iter::once(common::BIN.to_string())
+        .chain(
+            inner
+                .get_args()
+                .filter(|a| *a != "--json")
+                .map(|a| a.to_str().unwrap().to_string()),
+        )
+        .map(|w| shlex::try_quote(&w).unwrap().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut c = Command::new(script);
+    c.args(["-qefc", &line, "/dev/null"]);
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let o = output_within(&mut c, DEADLINE);
+    let tty = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(code(&o), 0, "{tty}");
+    for phase in ["uploading", "proving"] {
+        assert!(
+            tty.contains(phase),
+            "no {phase} bar on the terminal: {tty:?}"
+        );
+    }
+    assert!(tty.contains("ETA"), "{tty:?}");
+    // Piped: no bar on stderr.
+    let (rc, _, _, err) = run(&mut datamig(
+        &moto,
+        &["copy", a.to_str().unwrap(), &moto.url("pipe")],
+    ));
+    assert_eq!(rc, 0, "{err}");
+    assert!(!err.contains("uploading"), "{err}");
+}

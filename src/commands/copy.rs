@@ -18,6 +18,9 @@
 //! 5. The remote archive is read back (ranged GETs) and its size and SHA-256
 //!    compared with the `.sha256` sidecar; the sidecars are read back and
 //!    compared byte for byte. Any difference is exit 1.
+//!
+//! Progress (a bar on a terminal, see `progress`) counts the archive's
+//! bytes as they are handed to the upload, then as they are read back.
 
 use std::fs::File;
 use std::io::Read;
@@ -29,6 +32,7 @@ use sha2::{Digest, Sha256};
 
 use crate::archive::{SHA_SIDECAR, sidecar};
 use crate::entry::hex;
+use crate::progress::{Progress, Silent};
 use crate::remote::{Location, PutError, Store, Tuning};
 
 #[derive(Debug, Clone)]
@@ -134,7 +138,13 @@ fn check_local(archive: &Path) -> Result<Local> {
     })
 }
 
+/// The copy without progress (as `backup --to` runs it).
 pub fn run(opts: &CopyOptions) -> Result<CopyReport> {
+    run_with(opts, &Silent)
+}
+
+/// The copy, reporting the upload and the read-back to `progress`.
+pub fn run_with(opts: &CopyOptions, progress: &dyn Progress) -> Result<CopyReport> {
     let started = std::time::Instant::now();
     let local = check_local(&opts.archive)?;
     let store = Store::open(&opts.to, opts.tuning)?;
@@ -153,7 +163,9 @@ pub fn run(opts: &CopyOptions) -> Result<CopyReport> {
         hasher: Sha256::new(),
         expected: local.sha256.clone(),
         path: local.archive.clone(),
+        progress,
     };
+    progress.phase("uploading", Some(local.size));
     store.put_new(&local.name, &mut checked, local.size)?;
     uploaded.push(Copied {
         url: opts.to.url_of(&local.name),
@@ -182,16 +194,21 @@ pub fn run(opts: &CopyOptions) -> Result<CopyReport> {
         discrepancies: Vec::new(),
         seconds: 0.0,
     };
-    prove(&store, &local, &mut report)?;
+    progress.phase("proving", Some(local.size));
+    prove(&store, &local, &mut report, progress)?;
+    progress.finish();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
 /// Read the copy back: the archive's size and SHA-256 against the local
 /// `.sha256`, each sidecar byte for byte.
-fn prove(store: &Store, local: &Local, r: &mut CopyReport) -> Result<()> {
+fn prove(store: &Store, local: &Local, r: &mut CopyReport, progress: &dyn Progress) -> Result<()> {
     let mut h = Sha256::new();
-    r.remote_bytes = store.read_all(&local.name, &mut |b| h.update(b))?;
+    r.remote_bytes = store.read_all(&local.name, &mut |b| {
+        h.update(b);
+        progress.advance(0, b.len() as u64);
+    })?;
     r.remote_sha256 = hex(&h.finalize());
     if r.remote_bytes != local.size {
         r.discrepancies.push(format!(
@@ -230,18 +247,20 @@ fn prove(store: &Store, local: &Local, r: &mut CopyReport) -> Result<()> {
 /// The archive's bytes as they are uploaded, hashed; at the end of the file
 /// the hash must give the `.sha256` line, or the read fails and the upload
 /// is aborted before it completes.
-struct Checked {
+struct Checked<'p> {
     inner: File,
     hasher: Sha256,
     expected: String,
     path: PathBuf,
+    progress: &'p dyn Progress,
 }
 
-impl Read for Checked {
+impl Read for Checked<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n > 0 {
             self.hasher.update(&buf[..n]);
+            self.progress.advance(0, n as u64);
             return Ok(n);
         }
         let got = hex(&self.hasher.clone().finalize());
