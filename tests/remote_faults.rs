@@ -447,10 +447,13 @@ fn copy_shows_upload_and_read_back_progress_on_a_terminal() {
     }
     assert!(tty.contains("ETA"), "{tty:?}");
     // Piped: no bar on stderr.
-    let (rc, _, _, err) = run(&mut datamig(
+    let (rc, rep, _, err) = run(&mut datamig(
         &moto,
         &["copy", a.to_str().unwrap(), &moto.url("pipe")],
     ));
     assert_eq!(rc, 0, "{err}");
     assert!(!err.contains("uploading"), "{err}");
+    // The upload's share of the run, before the read-back.
+    let up = rep["upload_seconds"].as_f64().unwrap();
+    assert!(0.0 < up && up <= rep["seconds"].as_f64().unwrap(), "{rep}");
 }

@@ -72,6 +72,9 @@ pub struct CopyReport {
     /// Unfinished uploads of a dead run found at the location and aborted.
     pub aborted_uploads: Vec<String>,
     pub discrepancies: Vec<String>,
+    /// Seconds spent uploading the three objects (the part of `seconds`
+    /// before the read-back).
+    pub upload_seconds: f64,
     pub seconds: f64,
 }
 
@@ -192,6 +195,7 @@ pub fn run_with(opts: &CopyOptions, progress: &dyn Progress) -> Result<CopyRepor
         remote_verify: "FAILED",
         aborted_uploads,
         discrepancies: Vec::new(),
+        upload_seconds: started.elapsed().as_secs_f64(),
         seconds: 0.0,
     };
     progress.phase("proving", Some(local.size));
