@@ -277,7 +277,6 @@ const ALLOW_S3: &str =
 fn wrong_keys_and_denied_access_are_one_line_exit_2_without_the_secret() {
     let t = common::tempdir();
     let a = archive_of(t.path(), 0);
-    let name = name_of(&a);
     let moto = Moto::start("locked");
     let (good_id, good_secret) = moto.iam_user("writer", Some(ALLOW_S3));
     let (idle_id, idle_secret) = moto.iam_user("idle", None);
@@ -325,7 +324,6 @@ fn wrong_keys_and_denied_access_are_one_line_exit_2_without_the_secret() {
                 "{says}: a secret key appears in the output"
             );
         }
-        let _ = name.len();
     }
 }
 
@@ -416,7 +414,7 @@ fn copy_shows_upload_and_read_back_progress_on_a_terminal() {
     let t = common::tempdir();
     let a = archive_of(t.path(), 24);
     let moto = Moto::start("copies");
-    let mut inner = datamig(&moto, &["copy", a.to_str().unwrap(), &moto.url("tty")]);
+    let inner = datamig(&moto, &["copy", a.to_str().unwrap(), &moto.url("tty")]);
     // util-linux script(1): the command runs on a pseudo-terminal.
     let line = std::iter::once(common::BIN.to_string())
         .chain(
