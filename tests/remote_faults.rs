@@ -219,6 +219,7 @@ fn a_server_restarted_mid_upload_fails_the_copy_and_the_next_run_completes() {
     let o = common::wait_within(child, DEADLINE, "copy");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(code(&o), 2, "{err}");
+    eprintln!("restarted mid-upload: {err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.contains(&format!("s3://copies/p/{name}")), "{err}");
     assert!(
@@ -307,6 +308,7 @@ fn wrong_keys_and_denied_access_are_one_line_exit_2_without_the_secret() {
     ] {
         let (rc, rep, out, err) = copy_as(id, secret);
         assert_eq!(rc, 2, "{says}: {err}");
+        eprintln!("{says}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{says}: one line: {err}");
         assert!(
             err.contains("s3://locked/p/"),
