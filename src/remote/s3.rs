@@ -6,9 +6,10 @@
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE` with
 //! `~/.aws/config` and `~/.aws/credentials` (opendal's reqsign chain),
 //! `AWS_REGION` (or `AWS_DEFAULT_REGION`, else the profile's `region`), and
-//! `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`, else the profile's
-//! `endpoint_url`; see `aws_config`) for a non-AWS store (MinIO, Ceph RGW, Garage, moto), which is then addressed
-//! path-style and may be plain `http://`. The EC2 instance-metadata lookup is
+//! `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` (else the profile's
+//! `endpoint_url`; see `aws_config`) for a non-AWS store (MinIO, Ceph RGW,
+//! Garage, moto), which is then addressed path-style and may be plain
+//! `http://`. The EC2 instance-metadata lookup is
 //! off, so a machine without credentials fails at once with a clear message
 //! instead of probing the network.
 //!
