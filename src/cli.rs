@@ -804,7 +804,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                     .map(|l| l.at(jiff::Timestamp::now()))
                     .transpose()?,
             };
-            let r = commands::copy::run(&opts)?;
+            let progress = progress::for_cli(g.quiet);
+            let r = commands::copy::run_with(&opts, progress.as_ref())?;
             finish(&mut stdout, g, &r)
         }
         Command::Refs(a) => {

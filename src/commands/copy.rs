@@ -18,6 +18,9 @@
 //! 5. The remote archive is read back (ranged GETs) and its size and SHA-256
 //!    compared with the `.sha256` sidecar; the sidecars are read back and
 //!    compared byte for byte. Any difference is exit 1.
+//!
+//! Progress (a bar on a terminal, see `progress`) counts the archive's
+//! bytes as they are handed to the upload, then as they are read back.
 
 use std::fs::File;
 use std::io::Read;
@@ -30,6 +33,7 @@ use sha2::{Digest, Sha256};
 use crate::archive::{SHA_SIDECAR, sidecar};
 use crate::entry::hex;
 use crate::remote::lock::{Lock, LockMode, rfc3339};
+use crate::progress::{Progress, Silent};
 use crate::remote::{Location, PutError, Store, Tuning};
 
 #[derive(Debug, Clone)]
@@ -77,6 +81,9 @@ pub struct CopyReport {
     /// all three objects.
     pub lock_mode: Option<LockMode>,
     pub locked_until: Option<String>,
+    /// Seconds spent uploading the three objects (the part of `seconds`
+    /// before the read-back).
+    pub upload_seconds: f64,
     pub seconds: f64,
 }
 
@@ -143,7 +150,13 @@ fn check_local(archive: &Path) -> Result<Local> {
     })
 }
 
+/// The copy without progress (as `backup --to` runs it).
 pub fn run(opts: &CopyOptions) -> Result<CopyReport> {
+    run_with(opts, &Silent)
+}
+
+/// The copy, reporting the upload and the read-back to `progress`.
+pub fn run_with(opts: &CopyOptions, progress: &dyn Progress) -> Result<CopyReport> {
     let started = std::time::Instant::now();
     let local = check_local(&opts.archive)?;
     let store = Store::open(&opts.to, opts.tuning)?;
@@ -165,7 +178,9 @@ pub fn run(opts: &CopyOptions) -> Result<CopyReport> {
         hasher: Sha256::new(),
         expected: local.sha256.clone(),
         path: local.archive.clone(),
+        progress,
     };
+    progress.phase("uploading", Some(local.size));
     store.put_new(&local.name, &mut checked, local.size)?;
     lock(&store, &local.name, opts.lock.as_ref())?;
     uploaded.push(Copied {
@@ -196,9 +211,12 @@ pub fn run(opts: &CopyOptions) -> Result<CopyReport> {
         discrepancies: Vec::new(),
         lock_mode: opts.lock.map(|l| l.mode),
         locked_until: opts.lock.map(|l| rfc3339(l.until)),
+        upload_seconds: started.elapsed().as_secs_f64(),
         seconds: 0.0,
     };
-    prove(&store, &local, &mut report)?;
+    progress.phase("proving", Some(local.size));
+    prove(&store, &local, &mut report, progress)?;
+    progress.finish();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -220,9 +238,12 @@ fn lock(store: &Store, name: &str, lock: Option<&Lock>) -> Result<()> {
 
 /// Read the copy back: the archive's size and SHA-256 against the local
 /// `.sha256`, each sidecar byte for byte.
-fn prove(store: &Store, local: &Local, r: &mut CopyReport) -> Result<()> {
+fn prove(store: &Store, local: &Local, r: &mut CopyReport, progress: &dyn Progress) -> Result<()> {
     let mut h = Sha256::new();
-    r.remote_bytes = store.read_all(&local.name, &mut |b| h.update(b))?;
+    r.remote_bytes = store.read_all(&local.name, &mut |b| {
+        h.update(b);
+        progress.advance(0, b.len() as u64);
+    })?;
     r.remote_sha256 = hex(&h.finalize());
     if r.remote_bytes != local.size {
         r.discrepancies.push(format!(
@@ -261,18 +282,20 @@ fn prove(store: &Store, local: &Local, r: &mut CopyReport) -> Result<()> {
 /// The archive's bytes as they are uploaded, hashed; at the end of the file
 /// the hash must give the `.sha256` line, or the read fails and the upload
 /// is aborted before it completes.
-struct Checked {
+struct Checked<'p> {
     inner: File,
     hasher: Sha256,
     expected: String,
     path: PathBuf,
+    progress: &'p dyn Progress,
 }
 
-impl Read for Checked {
+impl Read for Checked<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n > 0 {
             self.hasher.update(&buf[..n]);
+            self.progress.advance(0, n as u64);
             return Ok(n);
         }
         let got = hex(&self.hasher.clone().finalize());

@@ -9,9 +9,11 @@
 //! A local directory behaves the same way (create-only, all or nothing), so a
 //! command written against [`Store`] works for both.
 
+mod aws_config;
 mod dir;
 mod file;
 pub mod lock;
+mod hints;
 mod s3;
 
 pub use file::RemoteFile;
@@ -127,6 +129,8 @@ pub struct Object {
 pub enum PutError {
     /// The name is taken; nothing was written.
     Exists(String),
+    /// A signal arrived mid-upload; the upload was aborted.
+    Interrupted,
     Failed(anyhow::Error),
 }
 
@@ -137,6 +141,7 @@ impl std::fmt::Display for PutError {
                 f,
                 "{url} already exists; datamig never overwrites a copy (delete it there first, or copy to another prefix)"
             ),
+            PutError::Interrupted => write!(f, "interrupted; the unfinished upload was aborted"),
             PutError::Failed(e) => write!(f, "{e:#}"),
         }
     }

@@ -5,9 +5,11 @@
 //! Configuration is the one every S3 tool reads: `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE` with
 //! `~/.aws/config` and `~/.aws/credentials` (opendal's reqsign chain),
-//! `AWS_REGION` (or `AWS_DEFAULT_REGION`), and `AWS_ENDPOINT_URL` for a
-//! non-AWS store (MinIO, Ceph RGW, Garage, moto), which is then addressed
-//! path-style and may be plain `http://`. The EC2 instance-metadata lookup is
+//! `AWS_REGION` (or `AWS_DEFAULT_REGION`, else the profile's `region`), and
+//! `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` (else the profile's
+//! `endpoint_url`; see `aws_config`) for a non-AWS store (MinIO, Ceph RGW,
+//! Garage, moto), which is then addressed path-style and may be plain
+//! `http://`. The EC2 instance-metadata lookup is
 //! off, so a machine without credentials fails at once with a clear message
 //! instead of probing the network.
 //!
@@ -56,9 +58,15 @@ impl S3Store {
         // reqwest is built without a default crypto provider (aws-lc-rs costs
         // a cmake build); ring is installed once, for every client.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let endpoint = env("AWS_ENDPOINT_URL").map(|e| e.trim_end_matches('/').to_string());
+        let profile = super::aws_config::load()?;
+        let endpoint = env("AWS_ENDPOINT_URL_S3")
+            .or_else(|| env("AWS_ENDPOINT_URL"))
+            .or(profile.endpoint_url)
+            .map(|e| e.trim_end_matches('/').to_string());
         let region = match (
-            env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
+            env("AWS_REGION")
+                .or_else(|| env("AWS_DEFAULT_REGION"))
+                .or(profile.region),
             &endpoint,
         ) {
             (Some(r), _) => r,
@@ -148,6 +156,17 @@ impl S3Store {
 
     /// One line naming the object, the store's error and what to do.
     fn explain(&self, name: &str, what: &str, e: opendal::Error) -> anyhow::Error {
+        let text = e.to_string();
+        let code = super::hints::code_in(&text);
+        if let Some(advice) = code.and_then(super::hints::for_code) {
+            return anyhow!(
+                "{what} {}: {} {} ({}); {advice}",
+                self.url(name),
+                e.kind(),
+                code.unwrap_or(""),
+                e.message()
+            );
+        }
         let hint = match e.kind() {
             ErrorKind::PermissionDenied => {
                 "; check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and the bucket policy"
@@ -183,52 +202,81 @@ impl S3Store {
             chunk: Some(self.tuning.part_size),
             ..Default::default()
         };
+        // A signal mid-upload is handled here, where the writer (and so the
+        // upload id) is: the send loop stops at the next part boundary, the
+        // upload is aborted, then the run ends as any interrupted run does
+        // (see `signals`). The writer's future is never dropped half-way:
+        // opendal's retry layer cannot abort after that.
+        let _busy = crate::signals::Busy::start();
+        let result = self.rt.block_on(async {
+            let mut w = self
+                .op
+                .writer_options(name, opts)
+                .await
+                .map_err(|e| self.explain(name, "cannot start the upload of", e))?;
+            let result = self.send(&mut w, name, src, size, loc).await;
+            if result.is_err() {
+                // Nothing may stay behind: the parts already sent are dropped.
+                let _ = w.abort().await;
+            }
+            result
+        });
+        if let Some(sig) = crate::signals::interrupted() {
+            if result.is_ok() {
+                // The signal came while the upload completed: the object is
+                // the one this run just created (create-only), and goes.
+                let _ = self.delete(name);
+            }
+            crate::signals::exit_interrupted(sig);
+        }
+        result
+    }
+
+    /// Stream `src` into the writer and complete the upload.
+    async fn send(
+        &self,
+        w: &mut opendal::Writer,
+        name: &str,
+        src: &mut dyn Read,
+        size: u64,
+        loc: &Location,
+    ) -> Result<(), PutError> {
         let taken = |e: &opendal::Error| {
             matches!(
                 e.kind(),
                 ErrorKind::ConditionNotMatch | ErrorKind::AlreadyExists
             )
         };
-        self.rt.block_on(async {
-            let mut w = self
-                .op
-                .writer_options(name, opts)
+        let mut sent = 0u64;
+        loop {
+            if crate::signals::interrupted().is_some() {
+                return Err(PutError::Interrupted);
+            }
+            let mut buf = vec![0u8; READ_PIECE];
+            let n = read_full(src, &mut buf)
+                .map_err(|e| anyhow!("cannot read the file being uploaded: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            sent += n as u64;
+            w.write(buf)
                 .await
-                .map_err(|e| self.explain(name, "cannot start the upload of", e))?;
-            let mut sent = 0u64;
-            let result: Result<(), PutError> = async {
-                loop {
-                    let mut buf = vec![0u8; READ_PIECE];
-                    let n = read_full(src, &mut buf)
-                        .map_err(|e| anyhow!("cannot read the file being uploaded: {e}"))?;
-                    if n == 0 {
-                        break;
-                    }
-                    buf.truncate(n);
-                    sent += n as u64;
-                    w.write(buf)
-                        .await
-                        .map_err(|e| self.explain(name, "cannot upload", e))?;
-                }
-                if sent != size {
-                    return Err(anyhow!(
-                        "the file changed size while it was uploaded ({sent} bytes read, {size} expected)"
-                    )
-                    .into());
-                }
-                match w.close().await {
-                    Ok(_) => Ok(()),
-                    Err(e) if taken(&e) => Err(PutError::Exists(loc.url_of(name))),
-                    Err(e) => Err(self.explain(name, "cannot complete the upload of", e).into()),
-                }
-            }
-            .await;
-            if result.is_err() {
-                // Nothing may stay behind: the parts already sent are dropped.
-                let _ = w.abort().await;
-            }
-            result
-        })
+                .map_err(|e| self.explain(name, "cannot upload", e))?;
+        }
+        if sent != size {
+            return Err(anyhow!(
+                "the file changed size while it was uploaded ({sent} bytes read, {size} expected)"
+            )
+            .into());
+        }
+        match w.close().await {
+            Ok(_) => Ok(()),
+            Err(e) if taken(&e) => Err(PutError::Exists(loc.url_of(name))),
+            Err(e) => Err(self
+                .explain(name, "cannot complete the upload of", e)
+                .into()),
+        }
     }
 
     pub(super) fn stat(&self, name: &str) -> Result<Option<u64>> {
@@ -380,7 +428,12 @@ impl S3Store {
             .headers(parts.headers)
             .send()
             .await
-            .map_err(|e| anyhow!("the store did not answer: {e}"))?;
+            .map_err(|e| {
+                anyhow!(
+                    "the store did not answer ({}): check AWS_ENDPOINT_URL (or the profile's endpoint_url) and the network",
+                    without_url(&e)
+                )
+            })?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
@@ -388,10 +441,28 @@ impl S3Store {
                 .split_once("<Code>")
                 .and_then(|(_, r)| r.split_once("</Code>"))
                 .map_or("", |(c, _)| c);
-            bail!("HTTP {status} {code}");
+            match super::hints::for_code(code) {
+                Some(advice) => bail!("HTTP {status} {code}; {advice}"),
+                None => bail!("HTTP {status} {code}"),
+            }
         }
         Ok(text)
     }
+}
+
+/// reqwest's error without the URL it names (the URL is already in the
+/// message, and a query string could carry a presigned credential).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(u) = e.url() {
+        s = s.replace(u.as_str(), "");
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(&format!(": {inner}"));
+        src = inner.source();
+    }
+    s
 }
 
 /// Read until `buf` is full or the end of `src`.

@@ -27,7 +27,7 @@ impl S3Store {
     /// Whether the bucket has Object Lock enabled.
     pub(crate) fn lock_enabled(&self) -> Result<bool> {
         let url = format!("{}/?object-lock", self.bucket_url);
-        let a = self.rt.block_on(self.send("GET", &url, &[]))?;
+        let a = self.rt.block_on(self.send_raw("GET", &url, &[]))?;
         if a.ok {
             let c: LockConfiguration = quick_xml::de::from_str(&a.body).with_context(|| {
                 format!(
@@ -56,7 +56,7 @@ impl S3Store {
             rfc3339(lock.until)
         );
         let url = format!("{}?retention", self.object_url(name));
-        let a = self.rt.block_on(self.send("PUT", &url, body.as_bytes()))?;
+        let a = self.rt.block_on(self.send_raw("PUT", &url, body.as_bytes()))?;
         if !a.ok {
             bail!(
                 "cannot set Object Lock retention on {}: HTTP {} {}",
@@ -76,7 +76,7 @@ impl S3Store {
     /// retention (moto serves the object) is taken at its HEAD's word.
     pub(crate) fn retention(&self, name: &str) -> Result<Option<Retention>> {
         let url = self.object_url(name);
-        let head = self.rt.block_on(self.send("HEAD", &url, &[]))?;
+        let head = self.rt.block_on(self.send_raw("HEAD", &url, &[]))?;
         if !head.ok {
             bail!(
                 "cannot look up {} (for its Object Lock retention): HTTP {}",
@@ -94,7 +94,7 @@ impl S3Store {
         }
         let a = self
             .rt
-            .block_on(self.send("GET", &format!("{url}?retention"), &[]))?;
+            .block_on(self.send_raw("GET", &format!("{url}?retention"), &[]))?;
         if !a.ok {
             if a.code == "NoSuchObjectLockConfiguration" {
                 return Ok(None);
@@ -135,7 +135,7 @@ impl S3Store {
 
     /// One signed request with `body` (its SHA-256 signed and sent as the
     /// checksum S3 requires on Object Lock requests).
-    async fn send(&self, method: &str, url: &str, body: &[u8]) -> Result<Answer> {
+    async fn send_raw(&self, method: &str, url: &str, body: &[u8]) -> Result<Answer> {
         let digest = Sha256::digest(body);
         let mut b = http::Request::builder()
             .method(method)

@@ -46,43 +46,20 @@ impl Moto {
             .local_addr()
             .unwrap()
             .port();
-        let mut c = Command::new(moto_server());
-        c.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: prctl only sets a flag of the child process before exec.
-        unsafe {
-            c.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = c.spawn().expect("start moto_server");
         let m = Moto {
-            child,
+            child: spawn_server(port),
             port,
             bucket: bucket.to_string(),
             home: tempfile::tempdir().unwrap(),
         };
-        let start = Instant::now();
-        loop {
-            if let Some((status, _)) = m.try_http("GET", "/") {
-                assert!(status < 500, "moto answered {status}");
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "moto_server did not answer on port {port} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let (status, body) = m.http("PUT", &format!("/{bucket}"));
-        assert!(
-            status < 300,
-            "cannot create bucket {bucket}: {status} {body}"
-        );
+        m.wait_ready();
+        m.recreate_bucket();
         m
+    }
+
+    /// The empty HOME that [`Moto::env`] gives datamig.
+    pub fn home(&self) -> &Path {
+        self.home.path()
     }
 
     pub fn endpoint(&self) -> String {
@@ -131,7 +108,7 @@ impl Moto {
     }
 
     fn try_send(&self, method: &str, path: &str, body: &[u8]) -> Option<(u16, String)> {
-        self.try_send_with(method, path, "", body)
+        self.try_send_as(AUTH, method, path, body)
     }
 
     /// Create another bucket; with `object_lock`, as
@@ -196,18 +173,33 @@ impl Moto {
         keys
     }
 
+    /// [`Moto::try_send_as`] with the test credentials and `extra` header
+    /// lines (each ending in CRLF).
     fn try_send_with(
         &self,
         method: &str,
         path: &str,
+        extra: &str,
+        body: &[u8],
+    ) -> Option<(u16, String)> {
+        let headers = format!("{AUTH}\r\n{extra}");
+        self.try_send_as(headers.trim_end_matches("\r\n"), method, path, body)
+    }
+
+    /// One request with the given header lines (an Authorization header
+    /// whose credential scope routes it to a moto service, a Content-Type).
+    fn try_send_as(
+        &self,
         headers: &str,
+        method: &str,
+        path: &str,
         body: &[u8],
     ) -> Option<(u16, String)> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{AUTH}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{headers}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.port,
             body.len()
         )
@@ -222,6 +214,26 @@ impl Moto {
             .map(|(_, b)| b.to_string())
             .unwrap_or_default();
         Some((status, body))
+    }
+
+    /// Put the file at `path` under `key` in one PUT, streamed from disk (a
+    /// test's upload of a big archive without datamig's read-back).
+    pub fn put_file(&self, key: &str, path: &Path) {
+        let mut f = std::fs::File::open(path).unwrap();
+        let len = f.metadata().unwrap().len();
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+        write!(
+            s,
+            "PUT /{}/{key} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{AUTH}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n",
+            self.bucket, self.port
+        )
+        .unwrap();
+        std::io::copy(&mut f, &mut s).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 200"), "PUT {key}: {text}");
     }
 
     /// Whether an object exists under `key` (HEAD-like, via GET).
@@ -252,6 +264,129 @@ impl Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Kill the server and start a fresh one on the same port: like a real
+    /// store restarted without its disk, it has forgotten every bucket,
+    /// object and unfinished upload. Returns once it answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn_server(self.port);
+        self.wait_ready();
+    }
+
+    /// Create the test's bucket again (after [`Moto::restart`]).
+    pub fn recreate_bucket(&self) {
+        let (status, body) = self.http("PUT", &format!("/{}", self.bucket));
+        assert!(
+            status < 300,
+            "cannot create bucket {}: {status} {body}",
+            self.bucket
+        );
+    }
+
+    /// One IAM Query API call (form-encoded, unsigned: moto checks no
+    /// signature until [`Moto::enforce_auth`]); the response body.
+    pub fn iam(&self, params: &[(&str, &str)]) -> String {
+        let mut form = String::from("Version=2010-05-08");
+        for (k, v) in params {
+            form.push('&');
+            form.push_str(k);
+            form.push('=');
+            form.push_str(&form_encode(v));
+        }
+        let (status, body) = self
+            .try_send_as(IAM_HEADERS, "POST", "/", form.as_bytes())
+            .expect("moto answers an IAM call");
+        assert_eq!(status, 200, "IAM {params:?}: {body}");
+        body
+    }
+
+    /// A new IAM user with an access key: (access key id, secret). With
+    /// `policy`, the user gets it as an inline policy document.
+    pub fn iam_user(&self, name: &str, policy: Option<&str>) -> (String, String) {
+        self.iam(&[("Action", "CreateUser"), ("UserName", name)]);
+        if let Some(doc) = policy {
+            self.iam(&[
+                ("Action", "PutUserPolicy"),
+                ("UserName", name),
+                ("PolicyName", "p"),
+                ("PolicyDocument", doc),
+            ]);
+        }
+        let body = self.iam(&[("Action", "CreateAccessKey"), ("UserName", name)]);
+        let field = |tag: &str| {
+            body.split_once(&format!("<{tag}>"))
+                .and_then(|(_, r)| r.split_once(&format!("</{tag}>")))
+                .map(|(v, _)| v.to_string())
+                .unwrap_or_else(|| panic!("no {tag} in {body}"))
+        };
+        (field("AccessKeyId"), field("SecretAccessKey"))
+    }
+
+    /// From now on moto checks every request's signature against the IAM
+    /// access keys it holds, and the user's policies (moto's auth mode, set
+    /// through its `/moto-api/reset-auth` call). The test's own plain
+    /// requests no longer work after this.
+    pub fn enforce_auth(&self) {
+        let (status, body) = self
+            .try_send_as(
+                "Content-Type: text/plain",
+                "POST",
+                "/moto-api/reset-auth",
+                b"0",
+            )
+            .expect("moto answers");
+        assert_eq!(status, 200, "reset-auth: {body}");
+    }
+
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        loop {
+            if let Some((status, _)) = self.try_http("GET", "/") {
+                assert!(status < 500, "moto answered {status}");
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "moto_server did not answer on port {} within 60 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Routes a request to moto's IAM backend (the signature is not checked
+/// until auth is enforced).
+const IAM_HEADERS: &str = "Authorization: AWS4-HMAC-SHA256 Credential=testing/20250101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Type: application/x-www-form-urlencoded";
+
+fn form_encode(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `moto_server -H 127.0.0.1 -p PORT`, killed with the test process.
+fn spawn_server(port: u16) -> Child {
+    let mut c = Command::new(moto_server());
+    c.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: prctl only sets a flag of the child process before exec.
+    unsafe {
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    c.spawn().expect("start moto_server")
 }
 
 impl Drop for Moto {
