@@ -25,3 +25,4 @@ pub mod suggest;
 pub mod summary;
 pub mod tarfmt;
 pub mod verify;
+pub mod workqueue;

@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use globset::GlobSet;
-use rayon::prelude::*;
 use rustix::fs::FileType;
 use sha2::{Digest, Sha256};
 
@@ -453,18 +452,12 @@ pub fn hash(
     progress.phase("hashing", Some(total));
 
     let slots: Vec<Mutex<&mut Raw>> = raws.iter_mut().map(Mutex::new).collect();
-    pool.install(|| {
-        to_hash.par_iter().for_each_init(
-            || vec![0u8; READ_BUF],
-            |buf, &i| {
-                let mut r = slots[i].lock().expect("slot lock");
-                let want_json =
-                    (spec.check_json)(&r.entry.path) && r.entry.size <= JSON_CHECK_LIMIT;
-                let start = &starts[r.start];
-                hash_file(&mut r, start, buf, want_json);
-                progress.advance(1, r.entry.size);
-            },
-        )
+    crate::workqueue::each_in_order(&pool, &to_hash, READ_BUF, |buf, &i| {
+        let mut r = slots[i].lock().expect("slot lock");
+        let want_json = (spec.check_json)(&r.entry.path) && r.entry.size <= JSON_CHECK_LIMIT;
+        let start = &starts[r.start];
+        hash_file(&mut r, start, buf, want_json);
+        progress.advance(1, r.entry.size);
     });
     drop(slots);
     progress.finish();
