@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::entry::{Entry, FramePos, Kind, hex, parse_hex32};
+use crate::entry::{AreaCache, AreaNames, Entry, FramePos, Kind, hex, parse_hex32};
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -178,7 +178,7 @@ fn write_entry_line(out: &mut Vec<u8>, e: &Entry) {
             .map(|h| Cow::Borrowed(hex_into(h, &mut hex_buf))),
         target,
         target_b64,
-        area: Cow::Borrowed(&e.area),
+        area: Cow::Borrowed(e.area.as_str()),
         frame_offset: e.pos.map(|p| p.frame_offset),
         offset_in_frame: e.pos.map(|p| p.offset_in_frame),
         problem: e.problem.as_deref().map(Cow::Borrowed),
@@ -200,7 +200,7 @@ fn owned(c: Option<Cow<'_, str>>) -> Option<String> {
     c.map(Cow::into_owned)
 }
 
-fn parse_entry(text: &[u8]) -> Result<Entry> {
+fn parse_entry(text: &[u8], areas: &mut AreaCache) -> Result<Entry> {
     let l: Line = serde_json::from_slice(text)?;
     let path =
         join_name(owned(l.path), owned(l.path_b64), "path")?.ok_or_else(|| anyhow!("no path"))?;
@@ -232,7 +232,7 @@ fn parse_entry(text: &[u8]) -> Result<Entry> {
         ctime_ns: l.ctime_ns,
         sha256,
         target: join_name(owned(l.target), owned(l.target_b64), "target")?,
-        area: l.area.into_owned(),
+        area: areas.get(&l.area),
         problem: owned(l.problem),
         pos,
     })
@@ -398,6 +398,8 @@ impl Manifest {
         hasher.update(&buf);
 
         let mut entries: Vec<Entry> = Vec::new();
+        let names = AreaNames::default();
+        let mut areas = AreaCache::new(&names);
         let (mut files, mut bytes) = (0u64, 0u64);
         loop {
             if !next_line(&mut buf, &mut lineno)? {
@@ -412,7 +414,8 @@ impl Manifest {
             if buf.starts_with(br#"{"datamig":"trailer""#) {
                 break;
             }
-            let e = parse_entry(&buf[..buf.len() - 1]).with_context(|| format!("line {lineno}"))?;
+            let e = parse_entry(&buf[..buf.len() - 1], &mut areas)
+                .with_context(|| format!("line {lineno}"))?;
             if let Some(prev) = entries.last() {
                 if prev.path == e.path {
                     bail!("line {lineno}: path {:?} appears twice", e.path_lossy());
@@ -561,7 +564,14 @@ mod tests {
         let s = String::from_utf8(line.clone()).unwrap();
         assert!(s.contains("\"path_b64\":\"YmFk/25hbWU=\""), "{s}");
         assert!(!s.contains("\"path\":"));
-        assert_eq!(parse_entry(&line[..line.len() - 1]).unwrap(), e);
+        assert_eq!(
+            parse_entry(
+                &line[..line.len() - 1],
+                &mut AreaCache::new(&AreaNames::default())
+            )
+            .unwrap(),
+            e
+        );
     }
 
     #[test]
@@ -603,7 +613,9 @@ mod tests {
         for bad in [&b"/abs"[..], b"a/../b", b"./a", b"a//b", b"..", b"a/"] {
             let mut line = entry_line(&file(bad));
             line.pop();
-            let err = parse_entry(&line).unwrap_err().to_string();
+            let err = parse_entry(&line, &mut AreaCache::new(&AreaNames::default()))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("path"), "{bad:?}: {err}");
         }
     }
