@@ -13,6 +13,7 @@ pub mod frames;
 pub mod fsx;
 pub mod layout;
 pub mod manifest;
+mod manifest_line;
 pub mod progress;
 pub mod refs;
 pub mod remote;

@@ -201,6 +201,15 @@ fn owned(c: Option<Cow<'_, str>>) -> Option<String> {
 }
 
 fn parse_entry(text: &[u8], areas: &mut AreaCache) -> Result<Entry> {
+    if let Some(e) = crate::manifest_line::parse_canonical(text, areas) {
+        check_entry_path(&e.path)?;
+        return Ok(e);
+    }
+    parse_entry_full(text, areas)
+}
+
+/// Any valid form of an entry line (see `manifest_line` for the fast one).
+fn parse_entry_full(text: &[u8], areas: &mut AreaCache) -> Result<Entry> {
     let l: Line = serde_json::from_slice(text)?;
     let path =
         join_name(owned(l.path), owned(l.path_b64), "path")?.ok_or_else(|| anyhow!("no path"))?;
@@ -551,6 +560,91 @@ mod tests {
             sha256: Some([7; 32]),
             area: "a".into(),
             ..Default::default()
+        }
+    }
+
+    /// The fast reader gives exactly what the general parse gives for every
+    /// line datamig writes, and leaves every other form to it.
+    #[test]
+    fn canonical_lines_read_fast_and_the_same_as_the_full_parse() {
+        use crate::manifest_line::parse_canonical;
+        let names = AreaNames::default();
+        let mut areas = AreaCache::new(&names);
+        let mut cases = vec![file(b"a/b.txt"), file("caf\u{e9} \u{1f600}/x y".as_bytes())];
+        let mut e = file(b"l");
+        e.kind = Kind::Symlink;
+        e.sha256 = None;
+        e.target = Some(b"../t/\xc3\xa9".to_vec());
+        cases.push(e);
+        let mut e = file(b"h");
+        e.kind = Kind::Hardlink;
+        e.target = Some(b"a/b.txt".to_vec());
+        e.mtime_ns = -1_500_000_000_123;
+        e.ctime_ns = i64::MIN;
+        e.size = u64::MAX;
+        e.mode = 0o7777;
+        e.uid = u32::MAX;
+        e.ino = u64::MAX;
+        e.pos = Some(FramePos {
+            frame_offset: 0,
+            offset_in_frame: 1 << 40,
+        });
+        e.problem = Some("unreadable: Permission denied (os error 13)".into());
+        cases.push(e);
+        let mut e = file(b"d");
+        e.kind = Kind::Dir;
+        e.sha256 = None;
+        e.area = "".into();
+        cases.push(e);
+        for e in &cases {
+            let line = entry_line(e);
+            let text = &line[..line.len() - 1];
+            assert_eq!(parse_canonical(text, &mut areas).as_ref(), Some(e), "{e:?}");
+            assert_eq!(&parse_entry_full(text, &mut areas).unwrap(), e);
+        }
+        // Escapes, base64 names, other orders, spaces, leading zeros, -0,
+        // out-of-range values: not the fast form; the full parse decides.
+        let mut escaped = file(b"q\"uote");
+        escaped.problem = Some("tab\there".into());
+        let mut b64 = file(b"bad\xffname");
+        b64.target = Some(b"\xfe".to_vec());
+        for e in [escaped, b64] {
+            let line = entry_line(&e);
+            let text = &line[..line.len() - 1];
+            assert_eq!(parse_canonical(text, &mut areas), None);
+            assert_eq!(parse_entry(text, &mut areas).unwrap(), e);
+        }
+        let good = String::from_utf8(entry_line(&cases[0])).unwrap();
+        let good = good.trim_end();
+        for other in [
+            good.replacen("{\"path\":", "{ \"path\":", 1),
+            good.replacen("\"size\":3", "\"size\":03", 1),
+            good.replacen("\"mtime_ns\":0", "\"mtime_ns\":-0", 1),
+            good.replacen("\"mode\":0", "\"mode\":4294967296", 1),
+            good.replacen("\"size\":3", "\"size\":3.0", 1),
+            good.replacen("\"type\":\"file\"", "\"type\":\"door\"", 1),
+            good.replacen(",\"area\":\"a\"", "", 1) + ",\"area\":\"a\"",
+            good.replacen("\"path\":\"a/b.txt\",", "", 1).replacen(
+                "{",
+                "{\"path\":\"a/b.txt\",\"x\":1,",
+                1,
+            ),
+            good.replacen("\"path\":\"a/b.txt\"", "\"path\":\"/abs\"", 1),
+            good.to_string() + " ",
+        ] {
+            let fast = parse_canonical(other.as_bytes(), &mut areas);
+            let full = parse_entry_full(other.as_bytes(), &mut areas);
+            let got = parse_entry(other.as_bytes(), &mut areas);
+            if other.contains("/abs") {
+                assert!(fast.is_some() && got.is_err() && full.is_err(), "{other}");
+                continue;
+            }
+            assert_eq!(fast, None, "{other}");
+            assert_eq!(
+                got.map_err(|e| e.to_string()),
+                full.map_err(|e| e.to_string()),
+                "{other}"
+            );
         }
     }
 
