@@ -3,6 +3,8 @@
 
     gen_trees.py small DIR   50,000 files of 0-16 KiB in 500 leaf directories
     gen_trees.py large DIR   4 files, 2 GiB in total (half random, half text-like)
+    gen_trees.py root DIR    a data root of ~4,600 entries and ~300 MiB, two of
+                             them 128 MiB files in one directory (issue 15's tree c)
 
 Content comes from a seeded PRNG (random.Random), never from /dev/urandom, so
 two runs produce byte-identical trees; mtimes are pinned too.
@@ -92,6 +94,68 @@ def make_large(dest: str) -> None:
     print(f"large: 4 files, {4 * file_bytes} bytes")
 
 
+def make_root(dest: str) -> None:
+    """A data root shaped like LAYOUT.md: 60 instances and 40 projects of ~40
+    small files each (0-20 KiB, text and JSON), roles and wake logs, and two
+    128 MiB database dumps side by side in one project's documents/."""
+    r = random.Random(SEED + 2)
+    pool = text_pool(r)
+    paths = []
+
+    def put(rel: str, data: bytes) -> None:
+        p = os.path.join(dest, rel)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(data)
+        paths.append(p)
+
+    def small(rel: str) -> None:
+        put(rel, text_slice(r, pool, r.randint(0, 20 << 10)))
+
+    for i in range(60):
+        base = f"instances/inst-{i:03d}"
+        for name in ["preferences.json", "diary.md", "personal_tasks.json", "lists.json",
+                     "conversation.log", "inbox.jsonl", "goals.json"]:
+            if name.endswith(".json"):
+                data = b"{}"
+            elif name.endswith(".jsonl"):
+                data = b'{"from": "lead", "text": "hello"}\n' * r.randint(1, 50)
+            else:
+                data = text_slice(r, pool, 4096)
+            put(f"{base}/{name}", data)
+        for j in range(33):
+            small(f"{base}/.claude/todos/t{j:02d}.md")
+    for i in range(40):
+        base = f"projects/proj-{i:03d}"
+        put(f"{base}/project.json", b"{}")
+        for j in range(39):
+            small(f"{base}/documents/doc{j:02d}.md")
+    for i in range(20):
+        put(f"roles/role-{i:02d}/role.json", b"{}")
+        for j in range(9):
+            small(f"roles/role-{i:02d}/wisdom/w{j:02d}.md")
+    for i in range(100):
+        small(f"wake-logs/job-{i:04d}.log")
+    for i in range(2):
+        p = f"projects/proj-000/documents/dump-{i}.bin"
+        os.makedirs(os.path.dirname(os.path.join(dest, p)), exist_ok=True)
+        with open(os.path.join(dest, p), "wb") as f:
+            for _ in range(8):
+                f.write(r.randbytes(16 << 20))
+        paths.append(os.path.join(dest, p))
+    put("wisdom.md", b"# wisdom\n")
+    dirs = set()
+    for p in paths:
+        os.utime(p, (MTIME, MTIME))
+        d = os.path.dirname(p)
+        while d.startswith(dest) and d not in dirs:
+            dirs.add(d)
+            d = os.path.dirname(d)
+    for d in sorted(dirs, reverse=True):
+        os.utime(d, (MTIME, MTIME))
+    print(f"root: {len(paths)} files in {len(dirs)} directories")
+
+
 if __name__ == "__main__":
     kind, dest = sys.argv[1], sys.argv[2]
-    {"small": make_small, "large": make_large}[kind](dest)
+    {"small": make_small, "large": make_large, "root": make_root}[kind](dest)

@@ -2,6 +2,8 @@
 # Build the two synthetic benchmark trees, deterministically and idempotently:
 #   OUTDIR/small  50,000 files of 0-16 KiB over 500 leaf directories (~400 MiB),
 #                 half random bytes, half text-like
+#   OUTDIR/root   a data root of ~4,600 entries and ~300 MiB, two of them 128 MiB
+#                 files side by side (issue 15 tree c; only when TREES names it)
 #   OUTDIR/large  4 files of 512 MiB (2 GiB): two random, two text-like with
 #                 random bytes mixed in
 # TREES (default "small large") picks which. A tree that already exists is left alone; a half-built one (OUTDIR/*.partial)

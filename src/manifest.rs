@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::entry::{Entry, FramePos, Kind, hex, parse_hex32};
+use crate::entry::{AreaCache, AreaNames, Entry, FramePos, Kind, hex, parse_hex32};
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -178,7 +178,7 @@ fn write_entry_line(out: &mut Vec<u8>, e: &Entry) {
             .map(|h| Cow::Borrowed(hex_into(h, &mut hex_buf))),
         target,
         target_b64,
-        area: Cow::Borrowed(&e.area),
+        area: Cow::Borrowed(e.area.as_str()),
         frame_offset: e.pos.map(|p| p.frame_offset),
         offset_in_frame: e.pos.map(|p| p.offset_in_frame),
         problem: e.problem.as_deref().map(Cow::Borrowed),
@@ -200,7 +200,16 @@ fn owned(c: Option<Cow<'_, str>>) -> Option<String> {
     c.map(Cow::into_owned)
 }
 
-fn parse_entry(text: &[u8]) -> Result<Entry> {
+fn parse_entry(text: &[u8], areas: &mut AreaCache) -> Result<Entry> {
+    if let Some(e) = crate::manifest_line::parse_canonical(text, areas) {
+        check_entry_path(&e.path)?;
+        return Ok(e);
+    }
+    parse_entry_full(text, areas)
+}
+
+/// Any valid form of an entry line (see `manifest_line` for the fast one).
+fn parse_entry_full(text: &[u8], areas: &mut AreaCache) -> Result<Entry> {
     let l: Line = serde_json::from_slice(text)?;
     let path =
         join_name(owned(l.path), owned(l.path_b64), "path")?.ok_or_else(|| anyhow!("no path"))?;
@@ -232,7 +241,7 @@ fn parse_entry(text: &[u8]) -> Result<Entry> {
         ctime_ns: l.ctime_ns,
         sha256,
         target: join_name(owned(l.target), owned(l.target_b64), "target")?,
-        area: l.area.into_owned(),
+        area: areas.get(&l.area),
         problem: owned(l.problem),
         pos,
     })
@@ -398,6 +407,8 @@ impl Manifest {
         hasher.update(&buf);
 
         let mut entries: Vec<Entry> = Vec::new();
+        let names = AreaNames::default();
+        let mut areas = AreaCache::new(&names);
         let (mut files, mut bytes) = (0u64, 0u64);
         loop {
             if !next_line(&mut buf, &mut lineno)? {
@@ -412,7 +423,8 @@ impl Manifest {
             if buf.starts_with(br#"{"datamig":"trailer""#) {
                 break;
             }
-            let e = parse_entry(&buf[..buf.len() - 1]).with_context(|| format!("line {lineno}"))?;
+            let e = parse_entry(&buf[..buf.len() - 1], &mut areas)
+                .with_context(|| format!("line {lineno}"))?;
             if let Some(prev) = entries.last() {
                 if prev.path == e.path {
                     bail!("line {lineno}: path {:?} appears twice", e.path_lossy());
@@ -551,6 +563,91 @@ mod tests {
         }
     }
 
+    /// The fast reader gives exactly what the general parse gives for every
+    /// line datamig writes, and leaves every other form to it.
+    #[test]
+    fn canonical_lines_read_fast_and_the_same_as_the_full_parse() {
+        use crate::manifest_line::parse_canonical;
+        let names = AreaNames::default();
+        let mut areas = AreaCache::new(&names);
+        let mut cases = vec![file(b"a/b.txt"), file("caf\u{e9} \u{1f600}/x y".as_bytes())];
+        let mut e = file(b"l");
+        e.kind = Kind::Symlink;
+        e.sha256 = None;
+        e.target = Some(b"../t/\xc3\xa9".to_vec());
+        cases.push(e);
+        let mut e = file(b"h");
+        e.kind = Kind::Hardlink;
+        e.target = Some(b"a/b.txt".to_vec());
+        e.mtime_ns = -1_500_000_000_123;
+        e.ctime_ns = i64::MIN;
+        e.size = u64::MAX;
+        e.mode = 0o7777;
+        e.uid = u32::MAX;
+        e.ino = u64::MAX;
+        e.pos = Some(FramePos {
+            frame_offset: 0,
+            offset_in_frame: 1 << 40,
+        });
+        e.problem = Some("unreadable: Permission denied (os error 13)".into());
+        cases.push(e);
+        let mut e = file(b"d");
+        e.kind = Kind::Dir;
+        e.sha256 = None;
+        e.area = "".into();
+        cases.push(e);
+        for e in &cases {
+            let line = entry_line(e);
+            let text = &line[..line.len() - 1];
+            assert_eq!(parse_canonical(text, &mut areas).as_ref(), Some(e), "{e:?}");
+            assert_eq!(&parse_entry_full(text, &mut areas).unwrap(), e);
+        }
+        // Escapes, base64 names, other orders, spaces, leading zeros, -0,
+        // out-of-range values: not the fast form; the full parse decides.
+        let mut escaped = file(b"q\"uote");
+        escaped.problem = Some("tab\there".into());
+        let mut b64 = file(b"bad\xffname");
+        b64.target = Some(b"\xfe".to_vec());
+        for e in [escaped, b64] {
+            let line = entry_line(&e);
+            let text = &line[..line.len() - 1];
+            assert_eq!(parse_canonical(text, &mut areas), None);
+            assert_eq!(parse_entry(text, &mut areas).unwrap(), e);
+        }
+        let good = String::from_utf8(entry_line(&cases[0])).unwrap();
+        let good = good.trim_end();
+        for other in [
+            good.replacen("{\"path\":", "{ \"path\":", 1),
+            good.replacen("\"size\":3", "\"size\":03", 1),
+            good.replacen("\"mtime_ns\":0", "\"mtime_ns\":-0", 1),
+            good.replacen("\"mode\":0", "\"mode\":4294967296", 1),
+            good.replacen("\"size\":3", "\"size\":3.0", 1),
+            good.replacen("\"type\":\"file\"", "\"type\":\"door\"", 1),
+            good.replacen(",\"area\":\"a\"", "", 1) + ",\"area\":\"a\"",
+            good.replacen("\"path\":\"a/b.txt\",", "", 1).replacen(
+                "{",
+                "{\"path\":\"a/b.txt\",\"x\":1,",
+                1,
+            ),
+            good.replacen("\"path\":\"a/b.txt\"", "\"path\":\"/abs\"", 1),
+            good.to_string() + " ",
+        ] {
+            let fast = parse_canonical(other.as_bytes(), &mut areas);
+            let full = parse_entry_full(other.as_bytes(), &mut areas);
+            let got = parse_entry(other.as_bytes(), &mut areas);
+            if other.contains("/abs") {
+                assert!(fast.is_some() && got.is_err() && full.is_err(), "{other}");
+                continue;
+            }
+            assert_eq!(fast, None, "{other}");
+            assert_eq!(
+                got.map_err(|e| e.to_string()),
+                full.map_err(|e| e.to_string()),
+                "{other}"
+            );
+        }
+    }
+
     #[test]
     fn non_utf8_names_use_b64_and_round_trip() {
         let mut e = file(b"bad\xffname");
@@ -561,7 +658,14 @@ mod tests {
         let s = String::from_utf8(line.clone()).unwrap();
         assert!(s.contains("\"path_b64\":\"YmFk/25hbWU=\""), "{s}");
         assert!(!s.contains("\"path\":"));
-        assert_eq!(parse_entry(&line[..line.len() - 1]).unwrap(), e);
+        assert_eq!(
+            parse_entry(
+                &line[..line.len() - 1],
+                &mut AreaCache::new(&AreaNames::default())
+            )
+            .unwrap(),
+            e
+        );
     }
 
     #[test]
@@ -603,7 +707,9 @@ mod tests {
         for bad in [&b"/abs"[..], b"a/../b", b"./a", b"a//b", b"..", b"a/"] {
             let mut line = entry_line(&file(bad));
             line.pop();
-            let err = parse_entry(&line).unwrap_err().to_string();
+            let err = parse_entry(&line, &mut AreaCache::new(&AreaNames::default()))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("path"), "{bad:?}: {err}");
         }
     }

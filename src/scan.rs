@@ -23,11 +23,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use globset::GlobSet;
-use rayon::prelude::*;
 use rustix::fs::FileType;
 use sha2::{Digest, Sha256};
 
-use crate::entry::{Entry, Kind};
+use crate::entry::{AreaCache, AreaNames, Entry, Kind};
 use crate::fsx::{self, Dir, Meta};
 use crate::manifest::Manifest;
 use crate::progress::Progress;
@@ -242,6 +241,7 @@ pub fn list(spec: &ScanSpec, progress: &dyn Progress) -> Result<Listing> {
         .thread_name(|i| format!("datamig-scan-{i}"))
         .build()?;
 
+    let areas = AreaNames::default();
     let mut firsts = Vec::new();
     let mut starts = Vec::new();
     let mut tasks = Vec::new();
@@ -274,7 +274,8 @@ pub fn list(spec: &ScanSpec, progress: &dyn Progress) -> Result<Listing> {
         let i = starts.len();
         match found {
             Located::Dir { dir, meta } => {
-                firsts.push(from_meta(spec, None, rel.clone(), &meta, i));
+                let mut area = AreaCache::new(&areas);
+                firsts.push(from_meta(spec, &mut area, None, rel.clone(), &meta, i));
                 starts.push(Start {
                     rel: rel.clone(),
                     dir: Arc::new(dir.try_clone()?),
@@ -285,6 +286,7 @@ pub fn list(spec: &ScanSpec, progress: &dyn Progress) -> Result<Listing> {
             Located::Other { parent, name, meta } => {
                 firsts.push(from_meta(
                     spec,
+                    &mut AreaCache::new(&areas),
                     Some((&parent, &name)),
                     rel.clone(),
                     &meta,
@@ -304,6 +306,7 @@ pub fn list(spec: &ScanSpec, progress: &dyn Progress) -> Result<Listing> {
         spec,
         starts: &starts,
         progress,
+        areas: &areas,
         held: AtomicUsize::new(0),
         out: Mutex::new(firsts),
         skipped: Mutex::new(skipped),
@@ -453,18 +456,12 @@ pub fn hash(
     progress.phase("hashing", Some(total));
 
     let slots: Vec<Mutex<&mut Raw>> = raws.iter_mut().map(Mutex::new).collect();
-    pool.install(|| {
-        to_hash.par_iter().for_each_init(
-            || vec![0u8; READ_BUF],
-            |buf, &i| {
-                let mut r = slots[i].lock().expect("slot lock");
-                let want_json =
-                    (spec.check_json)(&r.entry.path) && r.entry.size <= JSON_CHECK_LIMIT;
-                let start = &starts[r.start];
-                hash_file(&mut r, start, buf, want_json);
-                progress.advance(1, r.entry.size);
-            },
-        )
+    crate::workqueue::each_in_order(&pool, &to_hash, READ_BUF, |buf, &i| {
+        let mut r = slots[i].lock().expect("slot lock");
+        let want_json = (spec.check_json)(&r.entry.path) && r.entry.size <= JSON_CHECK_LIMIT;
+        let start = &starts[r.start];
+        hash_file(&mut r, start, buf, want_json);
+        progress.advance(1, r.entry.size);
     });
     drop(slots);
     progress.finish();
@@ -687,6 +684,7 @@ struct Walker<'a> {
     spec: &'a ScanSpec<'a>,
     starts: &'a [Start],
     progress: &'a dyn Progress,
+    areas: &'a AreaNames,
     /// Parent handles currently held for queued subdirectories.
     held: AtomicUsize,
     out: Mutex<Vec<Raw>>,
@@ -810,6 +808,7 @@ impl<'a> Walker<'a> {
     fn list_dir(&self, dir: &Dir, rel: &[u8], start: usize) -> (Vec<Raw>, Vec<Subdir>) {
         let mut local = Vec::new();
         let mut subdirs = Vec::new();
+        let mut area = AreaCache::new(self.areas);
         let names = match dir.entries() {
             Ok(n) => n,
             Err(e) => {
@@ -835,7 +834,7 @@ impl<'a> Walker<'a> {
                 continue;
             }
             let raw = match dir.stat(&n.name) {
-                Ok(m) => from_meta(self.spec, Some((dir, &n.name)), crel, &m, start),
+                Ok(m) => from_meta(self.spec, &mut area, Some((dir, &n.name)), crel, &m, start),
                 Err(e) => {
                     let kind = if n.kind == FileType::Directory {
                         Kind::Dir
@@ -885,7 +884,8 @@ impl<'a> Walker<'a> {
         if !excluded(self.spec, &crel)
             && let Ok(m) = dir.stat(name)
         {
-            let raw = from_meta(self.spec, Some((dir, name)), crel, &m, start);
+            let mut area = AreaCache::new(self.areas);
+            let raw = from_meta(self.spec, &mut area, Some((dir, name)), crel, &m, start);
             self.progress.advance(1, 0);
             self.out.lock().expect("walk results").push(raw);
         }
@@ -899,7 +899,7 @@ impl<'a> Walker<'a> {
 
     fn error_raw(&self, rel: Vec<u8>, problem: String, kind: Kind, start: usize) -> Raw {
         let entry = Entry {
-            area: (self.spec.area_of)(&rel),
+            area: self.areas.get(&(self.spec.area_of)(&rel)),
             path: rel,
             kind,
             problem: Some(problem),
@@ -948,6 +948,7 @@ pub fn open_problem(e: &io::Error, then: &str) -> String {
 /// target through (None: a start that is a directory).
 fn from_meta(
     spec: &ScanSpec,
+    area: &mut AreaCache,
     at: Option<(&Dir, &[u8])>,
     rel: Vec<u8>,
     m: &Meta,
@@ -963,7 +964,7 @@ fn from_meta(
         _ => Kind::Block,
     };
     let mut entry = Entry {
-        area: (spec.area_of)(&rel),
+        area: area.get(&(spec.area_of)(&rel)),
         path: rel,
         kind,
         size: if matches!(kind, Kind::File | Kind::Symlink) {

@@ -152,7 +152,7 @@ pub fn summarize(root: &Path, layout: &Layout, entries: &[Entry]) -> Summary {
     for e in entries {
         totals.add(e);
         let a = areas.entry(e.area.as_str()).or_insert_with(|| AreaSummary {
-            name: e.area.clone(),
+            name: e.area.to_string(),
             kind: if e.area == UNCLASSIFIED {
                 UNCLASSIFIED.into()
             } else {

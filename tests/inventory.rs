@@ -308,6 +308,60 @@ fn manifests_made_with_one_and_eight_threads_have_identical_entries() {
     assert_eq!(u(&t1, "entries"), one.entries.len() as u64);
 }
 
+/// Big files are hashed on their own threads, biggest first (issue 15 item 1):
+/// a directory of several large files next to many small ones, a hard link
+/// to a big one and a JSON file, gives the very same manifest entries with
+/// 1, 2 and 8 threads, and every hash is the file's.
+#[test]
+fn big_files_hashed_in_parallel_give_the_same_manifest_with_any_thread_count() {
+    let fx = Fx::new();
+    let big = fx.root.join("db");
+    fs::create_dir(&big).unwrap();
+    // Sparse files: cheap to make, still read and hashed in full.
+    for (i, mib) in [24u64, 8, 16, 4].iter().enumerate() {
+        let f = File::create(big.join(format!("dump-{i}.bin"))).unwrap();
+        f.set_len(mib << 20).unwrap();
+        use std::io::Write;
+        (&f).write_all(format!("dump {i}").as_bytes()).unwrap();
+    }
+    fs::hard_link(big.join("dump-0.bin"), big.join("dump-0.link")).unwrap();
+    for i in 0..300 {
+        fs::write(big.join(format!("small-{i:03}.txt")), format!("{i}\n")).unwrap();
+    }
+    fs::write(big.join("state.json"), "{\"ok\": true}\n").unwrap();
+    make_world_readable(&fx.root);
+
+    let (_, one) = fx.make_manifest("j1.jsonl", &["-j", "1"]);
+    let (_, two) = fx.make_manifest("j2.jsonl", &["-j", "2"]);
+    let (_, eight) = fx.make_manifest("j8.jsonl", &["-j", "8"]);
+    assert_eq!(
+        one.entries.len(),
+        1 + 4 + 1 + 300 + 1,
+        "db, 4 dumps, link, small files, json"
+    );
+    assert_eq!(
+        one.entries, two.entries,
+        "entry lines differ between -j 1 and -j 2"
+    );
+    assert_eq!(
+        one.entries, eight.entries,
+        "entry lines differ between -j 1 and -j 8"
+    );
+    let by_path = two.by_path();
+    for i in 0..4 {
+        let p = format!("db/dump-{i}.bin");
+        assert_eq!(
+            s(&by_path[p.as_bytes()], "sha256"),
+            Some(sha256sum_of(&fx.root.join(&p))),
+            "{p}"
+        );
+    }
+    assert_eq!(
+        s(&by_path[b"db/dump-0.link".as_slice()], "type").as_deref(),
+        Some("hardlink")
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 3. Output formats for other tools
 

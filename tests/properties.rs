@@ -681,7 +681,7 @@ fn manifest_entry() -> impl Strategy<Value = Entry> {
                     other_hash
                 },
                 target: matches!(kind, Kind::Symlink | Kind::Hardlink).then_some(target),
-                area,
+                area: area.into(),
                 problem,
                 pos: pos.map(|(frame_offset, offset_in_frame)| FramePos {
                     frame_offset,

@@ -259,7 +259,7 @@ mod tests {
             ctime_ns: 0,
             sha256: None,
             target: None,
-            area: String::new(),
+            area: Default::default(),
             problem: None,
             pos: None,
         }
