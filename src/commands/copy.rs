@@ -18,6 +18,15 @@
 //! 5. The remote archive is read back (ranged GETs) and its size and SHA-256
 //!    compared with the `.sha256` sidecar; the sidecars are read back and
 //!    compared byte for byte. Any difference is exit 1.
+//!
+//! With `--encrypt-to` (a plain local archive), the archive is encrypted as
+//! it is read for the upload (`NAME.tar.zst.age`: its size is known in
+//! advance, nothing is written locally); the SHA-256 of the ciphertext is
+//! taken on the way and becomes the remote `NAME.tar.zst.age.sha256`,
+//! uploaded after it, then the manifest sidecar encrypted to the same
+//! recipients (`NAME.tar.zst.manifest.jsonl.age`). The read-back proof
+//! compares the remote archive with that hash. An archive that is already
+//! encrypted is copied as it is.
 
 use std::fs::File;
 use std::io::Read;
@@ -36,6 +45,8 @@ pub struct CopyOptions {
     pub archive: PathBuf,
     pub to: Location,
     pub tuning: Tuning,
+    /// `--encrypt-to`, `--recipients-file`: encrypt a plain archive on its way out.
+    pub recipients: Option<crate::crypt::Recipients>,
 }
 
 /// One object written.
@@ -54,6 +65,13 @@ pub struct CopyReport {
     pub to: String,
     /// The archive's SHA-256, from its `.sha256` sidecar.
     pub archive_sha256: String,
+    /// The copy is age-encrypted (a `.age` archive copied as is, or one
+    /// encrypted on its way out by `--encrypt-to`).
+    pub encrypted: bool,
+    /// With `--encrypt-to`: how many recipients, and the SHA-256 of the
+    /// ciphertext uploaded (what the remote `.sha256` records).
+    pub recipients: usize,
+    pub encrypted_sha256: Option<String>,
     /// Size of the archive.
     pub bytes: u64,
     /// What was written, in upload order (archive, `.sha256`, manifest).
@@ -109,8 +127,18 @@ fn check_local(archive: &Path) -> Result<Local> {
             );
         }
     }
-    crate::manifest::Manifest::read_file(&man_path)
-        .with_context(|| format!("{} is damaged; nothing was copied", man_path.display()))?;
+    if crate::crypt::is_encrypted(&name) {
+        // Not readable without a key; it must at least be an age file.
+        if !crate::crypt::quick::is_age_file(&man_path) {
+            bail!(
+                "{} is not an age-encrypted file; nothing was copied",
+                man_path.display()
+            );
+        }
+    } else {
+        crate::manifest::Manifest::read_file(&man_path)
+            .with_context(|| format!("{} is damaged; nothing was copied", man_path.display()))?;
+    }
     let line = std::fs::read_to_string(&sha_path)
         .with_context(|| format!("cannot read {}", sha_path.display()))?;
     let mut words = line.split_whitespace();
@@ -137,6 +165,15 @@ fn check_local(archive: &Path) -> Result<Local> {
 pub fn run(opts: &CopyOptions) -> Result<CopyReport> {
     let started = std::time::Instant::now();
     let local = check_local(&opts.archive)?;
+    if let Some(r) = &opts.recipients {
+        if crate::crypt::is_encrypted(&local.name) {
+            bail!(
+                "{} is already encrypted; copy it without --encrypt-to/--recipients-file (it is uploaded as it is)",
+                local.archive.display()
+            );
+        }
+        return run_encrypted(opts, &local, r, started);
+    }
     let store = Store::open(&opts.to, opts.tuning)?;
     let aborted_uploads = store.abort_unfinished()?;
     let names = [&local.name, &local.sidecars[0].0, &local.sidecars[1].0];
@@ -173,6 +210,9 @@ pub fn run(opts: &CopyOptions) -> Result<CopyReport> {
         archive: local.archive.display().to_string(),
         to: opts.to.url(),
         archive_sha256: local.sha256.clone(),
+        encrypted: crate::crypt::is_encrypted(&local.name),
+        recipients: 0,
+        encrypted_sha256: None,
         bytes: local.size,
         uploaded,
         remote_sha256: String::new(),
@@ -190,13 +230,37 @@ pub fn run(opts: &CopyOptions) -> Result<CopyReport> {
 /// Read the copy back: the archive's size and SHA-256 against the local
 /// `.sha256`, each sidecar byte for byte.
 fn prove(store: &Store, local: &Local, r: &mut CopyReport) -> Result<()> {
+    let mut sidecars = Vec::new();
+    for (n, p) in &local.sidecars {
+        let mine = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        sidecars.push((n.clone(), mine, p.display().to_string()));
+    }
+    let expect = Expected {
+        name: &local.name,
+        size: local.size,
+        sha256: &local.sha256,
+        sidecars,
+    };
+    prove_against(store, &expect, r)
+}
+
+/// What the remote copy must hold: the archive's size and SHA-256, and each
+/// sidecar's bytes (with where they came from, for the report).
+struct Expected<'a> {
+    name: &'a str,
+    size: u64,
+    sha256: &'a str,
+    sidecars: Vec<(String, Vec<u8>, String)>,
+}
+
+fn prove_against(store: &Store, local: &Expected, r: &mut CopyReport) -> Result<()> {
     let mut h = Sha256::new();
-    r.remote_bytes = store.read_all(&local.name, &mut |b| h.update(b))?;
+    r.remote_bytes = store.read_all(local.name, &mut |b| h.update(b))?;
     r.remote_sha256 = hex(&h.finalize());
     if r.remote_bytes != local.size {
         r.discrepancies.push(format!(
             "{} holds {} bytes, the archive {}",
-            store.location().url_of(&local.name),
+            store.location().url_of(local.name),
             r.remote_bytes,
             local.size
         ));
@@ -204,21 +268,17 @@ fn prove(store: &Store, local: &Local, r: &mut CopyReport) -> Result<()> {
     if r.remote_sha256 != local.sha256 {
         r.discrepancies.push(format!(
             "{} has SHA-256 {}, the .sha256 sidecar records {}",
-            store.location().url_of(&local.name),
+            store.location().url_of(local.name),
             r.remote_sha256,
             local.sha256
         ));
     }
-    for (n, p) in &local.sidecars {
-        let mine = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+    for (n, mine, p) in &local.sidecars {
         let mut theirs = Vec::new();
         store.read_all(n, &mut |b| theirs.extend_from_slice(b))?;
-        if theirs != mine {
-            r.discrepancies.push(format!(
-                "{} differs from {}",
-                store.location().url_of(n),
-                p.display()
-            ));
+        if &theirs != mine {
+            r.discrepancies
+                .push(format!("{} differs from {p}", store.location().url_of(n),));
         }
     }
     if r.discrepancies.is_empty() {
@@ -257,4 +317,89 @@ impl Read for Checked {
         }
         Ok(0)
     }
+}
+
+/// `copy --encrypt-to` of a plain archive (module doc).
+fn run_encrypted(
+    opts: &CopyOptions,
+    local: &Local,
+    recipients: &crate::crypt::Recipients,
+    started: std::time::Instant,
+) -> Result<CopyReport> {
+    let name = format!("{}{}", local.name, crate::crypt::AGE_SUFFIX);
+    let sha_name = format!("{name}{SHA_SIDECAR}");
+    let man_name = crate::archive::manifest_sidecar_name(&name);
+    let manifest_path = &local.sidecars[1].1;
+    let manifest = std::fs::read(manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let manifest = crate::crypt::writer::encrypt_bytes(recipients, &manifest)?;
+    let store = Store::open(&opts.to, opts.tuning)?;
+    let aborted_uploads = store.abort_unfinished()?;
+    for n in [&name, &sha_name, &man_name] {
+        if store.stat(n)?.is_some() {
+            return Err(PutError::Exists(opts.to.url_of(n)).into());
+        }
+    }
+    let file = File::open(&local.archive)
+        .with_context(|| format!("cannot open archive {}", local.archive.display()))?;
+    // The plaintext is still checked against its own .sha256 as it is read.
+    let checked = Checked {
+        inner: file,
+        hasher: Sha256::new(),
+        expected: local.sha256.clone(),
+        path: local.archive.clone(),
+    };
+    let mut enc = crate::crypt::writer::EncryptingReader::new(recipients, checked, local.size)?;
+    let size = enc.len();
+    store.put_new(&name, &mut enc, size)?;
+    let sha = enc
+        .sha256()
+        .context("the encrypted upload ended before the archive was read to its end")?;
+    let sha_line = crate::render::sha256sum_line(&sha, name.as_bytes());
+    let mut uploaded = vec![Copied {
+        url: opts.to.url_of(&name),
+        bytes: size,
+    }];
+    for (n, bytes) in [(&sha_name, &sha_line), (&man_name, &manifest)] {
+        store.put_new(n, &mut &bytes[..], bytes.len() as u64)?;
+        uploaded.push(Copied {
+            url: opts.to.url_of(n),
+            bytes: bytes.len() as u64,
+        });
+    }
+    let sha_hex = hex(&sha);
+    let mut report = CopyReport {
+        report: "copy",
+        version: crate::summary::REPORT_VERSION,
+        archive: local.archive.display().to_string(),
+        to: opts.to.url(),
+        archive_sha256: local.sha256.clone(),
+        encrypted: true,
+        recipients: recipients.len(),
+        encrypted_sha256: Some(sha_hex.clone()),
+        bytes: local.size,
+        uploaded,
+        remote_sha256: String::new(),
+        remote_bytes: 0,
+        remote_verify: "FAILED",
+        aborted_uploads,
+        discrepancies: Vec::new(),
+        seconds: 0.0,
+    };
+    let expect = Expected {
+        name: &name,
+        size,
+        sha256: &sha_hex,
+        sidecars: vec![
+            (
+                sha_name,
+                sha_line,
+                "the .sha256 line of the ciphertext".into(),
+            ),
+            (man_name, manifest, "the encrypted manifest uploaded".into()),
+        ],
+    };
+    prove_against(&store, &expect, &mut report)?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
 }

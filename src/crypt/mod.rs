@@ -15,6 +15,7 @@
 /// What an encrypted archive's name ends with, after the plain `.tar.zst`.
 pub const AGE_SUFFIX: &str = ".age";
 
+pub mod quick;
 pub mod recipients;
 pub mod writer;
 

@@ -94,16 +94,21 @@ fn parse_one(s: &str) -> Result<Recipient> {
             .map_err(|e| anyhow::anyhow!("not a valid age public key ({e}); expected {VALID}"));
     }
     if s.starts_with("ssh-") {
-        return s.parse::<age::ssh::Recipient>().map(Recipient::Ssh).map_err(|e| {
-            use age::ssh::ParseRecipientKeyError as P;
-            let why = match e {
-                P::RsaModulusTooSmall => "an ssh-rsa key under 2048 bits is too weak".to_string(),
-                P::RsaModulusTooLarge => "the ssh-rsa key is larger than age supports".into(),
-                P::Unsupported(t) => format!("{t} keys are not supported"),
-                _ => "not a valid SSH public key".into(),
-            };
-            anyhow::anyhow!("{why}; expected {VALID}")
-        });
+        return s
+            .parse::<age::ssh::Recipient>()
+            .map(Recipient::Ssh)
+            .map_err(|e| {
+                use age::ssh::ParseRecipientKeyError as P;
+                let why = match e {
+                    P::RsaModulusTooSmall => {
+                        "an ssh-rsa key under 2048 bits is too weak".to_string()
+                    }
+                    P::RsaModulusTooLarge => "the ssh-rsa key is larger than age supports".into(),
+                    P::Unsupported(t) => format!("{t} keys are not supported"),
+                    _ => "not a valid SSH public key".into(),
+                };
+                anyhow::anyhow!("{why}; expected {VALID}")
+            });
     }
     if Path::new(s).is_file() {
         bail!("this is a file, not a key; give it with --recipients-file, or give {VALID}");
@@ -177,11 +182,11 @@ mod tests {
         assert_eq!(r.unwrap().len(), 1);
 
         std::fs::write(&f, "# nothing\n").unwrap();
-        let e = format!("{:#}", Recipients::parse(&[], &[f.clone()]).unwrap_err());
+        let e = format!("{:#}", Recipients::parse(&[], std::slice::from_ref(&f)).unwrap_err());
         assert!(e.contains("no recipient"), "{e}");
 
         std::fs::write(&f, "-----BEGIN OPENSSH PRIVATE KEY-----\nxx\n").unwrap();
-        let e = format!("{:#}", Recipients::parse(&[], &[f.clone()]).unwrap_err());
+        let e = format!("{:#}", Recipients::parse(&[], std::slice::from_ref(&f)).unwrap_err());
         assert!(e.contains("that is a private key"), "{e}");
 
         let e = format!(

@@ -123,6 +123,123 @@ impl<W: Write> Sealer<W> {
     }
 }
 
+/// `data` encrypted to `recipients`, in memory (a manifest sidecar).
+pub fn encrypt_bytes(recipients: &Recipients, data: &[u8]) -> Result<Vec<u8>> {
+    let (mut w, seal) = encrypt_to(recipients, None, Vec::new())?;
+    w.write_all(data)?;
+    Ok(seal.finish()?.out)
+}
+
+/// Bytes the age stream has written and the reader not yet taken.
+#[derive(Clone, Default)]
+struct Pipe(Arc<Mutex<std::collections::VecDeque<u8>>>);
+
+impl Write for Pipe {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// age's plaintext chunk; each becomes this plus a 16-byte tag on disk.
+const CHUNK: u64 = 64 << 10;
+const TAG: u64 = 16;
+
+/// The age encryption of `src` (of `len` bytes), as a reader: what `copy
+/// --encrypt-to` uploads, so the plaintext is encrypted on its way out and
+/// nothing is written locally. Its size is known before the first byte
+/// ([`EncryptingReader::len`]), as a multipart upload needs; the SHA-256 of
+/// the ciphertext once it is read to its end.
+pub struct EncryptingReader<R> {
+    src: R,
+    left: u64,
+    stream: Option<Stream<Pipe>>,
+    pipe: Pipe,
+    len: u64,
+    sha256: Option<[u8; 32]>,
+}
+
+impl<R: Read> EncryptingReader<R> {
+    pub fn new(recipients: &Recipients, src: R, len: u64) -> Result<Self> {
+        let pipe = Pipe::default();
+        let stream = recipients
+            .encryptor(None)?
+            .wrap_output(Hashing::new(pipe.clone()))
+            .context("cannot make the age header")?;
+        let head = pipe.0.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
+        let chunks = len.div_ceil(CHUNK).max(1);
+        Ok(EncryptingReader {
+            src,
+            left: len,
+            stream: Some(stream),
+            pipe,
+            len: head + len + chunks * TAG,
+            sha256: None,
+        })
+    }
+
+    /// The ciphertext's size.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The ciphertext's SHA-256, once it was read to its end.
+    pub fn sha256(&self) -> Option<[u8; 32]> {
+        self.sha256
+    }
+
+    /// Encrypt the next piece of `src` into the pipe (or seal the stream).
+    fn refill(&mut self) -> std::io::Result<()> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        if self.left == 0 {
+            let (_, sha, _) = self.stream.take().expect("open").finish()?.done();
+            self.sha256 = Some(sha);
+            return Ok(());
+        }
+        let mut buf = vec![0u8; self.left.min(4 * CHUNK) as usize];
+        let n = self.src.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the archive ended {} bytes early while it was encrypted",
+                    self.left
+                ),
+            ));
+        }
+        stream.write_all(&buf[..n])?;
+        self.left -= n as u64;
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for EncryptingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            {
+                let mut q = self.pipe.0.lock().unwrap_or_else(|e| e.into_inner());
+                if !q.is_empty() || self.stream.is_none() {
+                    let n = buf.len().min(q.len());
+                    for (b, v) in buf.iter_mut().zip(q.drain(..n)) {
+                        *b = v;
+                    }
+                    return Ok(n);
+                }
+            }
+            self.refill()?;
+        }
+    }
+}
+
 /// The run's own read-back key (module doc): held in memory only.
 pub struct ReadBack(Arc<age::x25519::Identity>);
 
@@ -236,6 +353,30 @@ impl crate::archive::check::ArchiveSource for Plaintext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_encrypting_reader_knows_its_size_and_hash_and_decrypts() {
+        let user = age::x25519::Identity::generate();
+        let r = Recipients::parse(&[user.to_public().to_string()], &[])
+            .unwrap()
+            .unwrap();
+        for len in [0usize, 1, 65_536, 65_537, 200_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 7) as u8).collect();
+            let mut rd = EncryptingReader::new(&r, &data[..], len as u64).unwrap();
+            let mut out = Vec::new();
+            rd.read_to_end(&mut out).unwrap();
+            assert_eq!(out.len() as u64, rd.len(), "{len}");
+            assert_eq!(rd.sha256(), Some(<[u8; 32]>::from(Sha256::digest(&out))));
+            let mut back = Vec::new();
+            age::Decryptor::new(&out[..])
+                .unwrap()
+                .decrypt(std::iter::once(&user as &dyn age::Identity))
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data);
+        }
+    }
 
     #[test]
     fn a_stream_encrypted_here_decrypts_by_offset_with_the_readback_key() {

@@ -41,7 +41,7 @@ pub fn verify_remote(
         }
     };
 
-    let side_name = crate::archive::manifest_sidecar_name(&name);
+    let side_name = crate::archive::manifest_sidecar_name(name);
     let side = fetch(&store, &side_name)?.map(|bytes| {
         Manifest::read(&bytes[..])
             .map(|m| (bytes.clone(), m))
