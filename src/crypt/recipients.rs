@@ -50,8 +50,18 @@ impl Recipients {
     /// `--encrypt-to` values and `--recipients-file` paths; None when both are empty.
     pub fn parse(encrypt_to: &[String], files: &[PathBuf]) -> Result<Option<Recipients>> {
         let mut all = Vec::new();
-        for r in encrypt_to {
-            all.push(parse_one(r.trim()).with_context(|| format!("--encrypt-to {r:?}"))?);
+        for r in encrypt_to
+            .iter()
+            .map(|r| r.trim())
+            .filter(|r| !r.is_empty())
+        {
+            // A private key is never echoed (error output ends up in logs).
+            let shown = if looks_private(r) {
+                "(a value not shown)".to_string()
+            } else {
+                format!("{r:?}")
+            };
+            all.push(parse_one(r).with_context(|| format!("--encrypt-to {shown}"))?);
         }
         for f in files {
             all.extend(read_file(f)?);
@@ -166,6 +176,7 @@ mod tests {
         let secret = id.to_string().expose_secret().to_string();
         let e = format!("{:#}", Recipients::parse(&[secret], &[]).unwrap_err());
         assert!(e.contains("that is a private key"), "{e}");
+        assert!(!e.contains("AGE-SECRET-KEY"), "the key is not echoed: {e}");
         for bad in ["age1xyz", "ssh-ed25519 AAAA", "hello"] {
             let e = format!("{:#}", Recipients::parse(&[bad.into()], &[]).unwrap_err());
             assert!(e.contains("expected an age public key"), "{bad}: {e}");
@@ -182,11 +193,17 @@ mod tests {
         assert_eq!(r.unwrap().len(), 1);
 
         std::fs::write(&f, "# nothing\n").unwrap();
-        let e = format!("{:#}", Recipients::parse(&[], std::slice::from_ref(&f)).unwrap_err());
+        let e = format!(
+            "{:#}",
+            Recipients::parse(&[], std::slice::from_ref(&f)).unwrap_err()
+        );
         assert!(e.contains("no recipient"), "{e}");
 
         std::fs::write(&f, "-----BEGIN OPENSSH PRIVATE KEY-----\nxx\n").unwrap();
-        let e = format!("{:#}", Recipients::parse(&[], std::slice::from_ref(&f)).unwrap_err());
+        let e = format!(
+            "{:#}",
+            Recipients::parse(&[], std::slice::from_ref(&f)).unwrap_err()
+        );
         assert!(e.contains("that is a private key"), "{e}");
 
         let e = format!(
