@@ -164,14 +164,14 @@ fn check_local(archive: &Path) -> Result<Local> {
 
 pub fn run(opts: &CopyOptions) -> Result<CopyReport> {
     let started = std::time::Instant::now();
+    if opts.recipients.is_some() && crate::crypt::is_encrypted(&opts.archive.to_string_lossy()) {
+        bail!(
+            "{} is already encrypted; copy it without --encrypt-to/--recipients-file (it is uploaded as it is)",
+            opts.archive.display()
+        );
+    }
     let local = check_local(&opts.archive)?;
     if let Some(r) = &opts.recipients {
-        if crate::crypt::is_encrypted(&local.name) {
-            bail!(
-                "{} is already encrypted; copy it without --encrypt-to/--recipients-file (it is uploaded as it is)",
-                local.archive.display()
-            );
-        }
         return run_encrypted(opts, &local, r, started);
     }
     let store = Store::open(&opts.to, opts.tuning)?;
