@@ -626,3 +626,55 @@ fn copy_encrypt_to_s3_uploads_only_ciphertext_that_age_decrypts() {
     assert_eq!(rc, 2);
     assert!(err.contains("already encrypted"), "{err}");
 }
+
+/// The commit of an encrypted archive killed (SIGKILL, by strace) at each of
+/// its three renames: the next run recovers by itself. The dead run's
+/// manifest sidecar cannot be compared without a key: the ciphertext's
+/// `.sha256` match decides (src/archive/commit.rs).
+#[test]
+fn a_killed_commit_of_an_encrypted_archive_recovers_without_a_key() {
+    common::require_tool("strace");
+    let t = common::tempdir();
+    let root = root_with_data(t.path());
+    let (key, public) = age_key(t.path());
+    let name = format!("data-{DATE}.tar.zst.age");
+    let three: BTreeSet<String> = the_three(&name).into_iter().collect();
+    for n in 1..=3 {
+        let dest = t.path().join(format!("out{n}"));
+        let mut c = Command::new("strace");
+        c.args(["-f", "-qq", "-o", "/dev/null", "-e"])
+            .arg(format!("inject=renameat2:signal=SIGKILL:when={n}"))
+            .arg(common::BIN)
+            .args(archive_cmd(&root, &dest, &[os("--encrypt-to"), os(&public)]).get_args())
+            .env_remove("V2_DATA_ROOT");
+        let o = output_within(&mut c, DEADLINE);
+        assert!(!o.status.success(), "rename {n}: the run was not killed");
+        assert!(!dest.join(&name).exists(), "rename {n}");
+        assert!(
+            names(&dest)
+                .iter()
+                .any(|s| s.starts_with(&format!(".{name}.datamig-tmp-"))),
+            "rename {n}: {:?}",
+            names(&dest)
+        );
+        let (rc, _, err) = run_json(&mut archive_cmd(
+            &root,
+            &dest,
+            &[os("--encrypt-to"), os(&public)],
+        ));
+        assert_eq!(rc, 0, "rename {n}: the next run did not recover: {err}");
+        assert_eq!(names(&dest), three, "rename {n}: leftovers");
+        if n > 1 {
+            assert!(err.contains("killed while committing"), "rename {n}: {err}");
+        }
+        let o = Command::new("sha256sum")
+            .args(["-c", &format!("{name}.sha256")])
+            .current_dir(&dest)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "rename {n}");
+        let back = t.path().join(format!("back{n}"));
+        age_and_tar(&key, &dest.join(&name), &back);
+        assert_eq!(tree_of(&back), tree_of(&root.join("data")));
+    }
+}
