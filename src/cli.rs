@@ -222,6 +222,8 @@ pub struct CopyArgs {
     pub to: String,
     #[command(flatten)]
     pub lock: LockArgs,
+    #[command(flatten)]
+    pub encrypt: EncryptArgs,
 }
 
 /// S3 Object Lock on what is uploaded.
@@ -259,6 +261,23 @@ impl LockArgs {
                 LockModeArg::Compliance => LockMode::Compliance,
             },
         })
+    }
+}
+
+/// The public keys an archive is encrypted to (issue 14; see `crypt`).
+#[derive(Debug, Args)]
+pub struct EncryptArgs {
+    /// Encrypt to this age (age1…) or SSH (ssh-ed25519/ssh-rsa) public key; the result is NAME.tar.zst.age (repeatable)
+    #[arg(long, value_name = "RECIPIENT")]
+    pub encrypt_to: Vec<String>,
+    /// Encrypt to every public key in FILE (one per line, # comments), as `age -R` (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub recipients_file: Vec<PathBuf>,
+}
+
+impl EncryptArgs {
+    fn typed(&self) -> Result<Option<crate::crypt::Recipients>> {
+        crate::crypt::Recipients::parse(&self.encrypt_to, &self.recipients_file)
     }
 }
 
@@ -343,6 +362,8 @@ pub struct ArchiveArgs {
     /// Directory standing for /etc in the reference check before --remove-source (see `datamig refs`)
     #[arg(long, value_name = "DIR", requires = "remove_source")]
     pub etc: Option<PathBuf>,
+    #[command(flatten)]
+    pub encrypt: EncryptArgs,
 }
 
 /// The flags that let a removal past a failed gate; each is named in the report.
@@ -459,6 +480,18 @@ pub struct BackupArgs {
     pub remote_keep_monthly: Option<u32>,
     #[command(flatten)]
     pub lock: LockArgs,
+    /// Encrypt each backup to this age or SSH public key (repeatable; in the environment, comma-separated);
+    /// the backups are then NAME.tar.zst.age and this host cannot read them
+    #[arg(
+        long,
+        value_name = "RECIPIENT",
+        env = "DATAMIG_ENCRYPT_TO",
+        value_delimiter = ','
+    )]
+    pub encrypt_to: Vec<String>,
+    /// Encrypt each backup to every public key in FILE (one per line, # comments)
+    #[arg(long, value_name = "FILE", env = "DATAMIG_RECIPIENTS_FILE")]
+    pub recipients_file: Vec<PathBuf>,
 }
 
 /// Directories skipped because of a file in them (as GNU tar, restic and borg).
@@ -788,6 +821,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 overrides: a.overrides.typed(),
                 migration_accept: a.accept.clone(),
                 etc: a.etc.clone(),
+                recipients: a.encrypt.typed()?,
             };
             let progress = progress::for_cli(g.quiet);
             let report = commands::archive::run(&opts, progress.as_ref())?;
@@ -803,6 +837,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                     .spec()
                     .map(|l| l.at(jiff::Timestamp::now()))
                     .transpose()?,
+                recipients: a.encrypt.typed()?,
             };
             let progress = progress::for_cli(g.quiet);
             let r = commands::copy::run_with(&opts, progress.as_ref())?;
@@ -853,6 +888,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                     .as_deref()
                     .map(crate::remote::Location::parse)
                     .transpose()?,
+                recipients: crate::crypt::Recipients::parse(&a.encrypt_to, &a.recipients_file)?,
             };
             let progress = progress::for_cli(g.quiet);
             let r = commands::backup::run(&opts, progress.as_ref())?;

@@ -214,6 +214,17 @@ impl FrameWriter {
         Ok(l.offsets.clone())
     }
 
+    /// Compressed bytes of the frames on disk so far: after `sync`, the
+    /// offset the next frame lands at. (The archive's own offset, also when
+    /// its file holds the age encryption of it.)
+    pub fn written(&self) -> u64 {
+        self.landed
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .written
+    }
+
     /// Append the skippable index frame and the seek table, and stop the
     /// pipeline.
     pub fn finish(mut self, index: &ArchiveIndex) -> Result<Finished> {

@@ -285,6 +285,14 @@ pub fn archive(w: &mut Out, r: &crate::commands::archive::ArchiveReport) -> io::
         r.frames,
         r.seconds
     )?;
+    if let Some(n) = r.encrypted_bytes {
+        writeln!(
+            o,
+            "  encrypted with age to {} recipient(s): {} on disk; only their private keys can read it",
+            r.recipients,
+            human_bytes(n)
+        )?;
+    }
     for a in &r.absent {
         writeln!(
             o,
@@ -1062,7 +1070,15 @@ pub fn copy(w: &mut Out, r: &crate::commands::copy::CopyReport) -> io::Result<()
     list(w.info(), "Uploaded", &r.uploaded, |c| {
         format!("{}  ({})", c.url, human_bytes(c.bytes))
     })?;
-    let same = r.remote_sha256 == r.archive_sha256;
+    if let Some(sha) = &r.encrypted_sha256 {
+        writeln!(
+            w.info(),
+            "Encrypted on the way to {} recipient(s): the ciphertext's SHA-256 is {sha}.",
+            r.recipients
+        )?;
+    }
+    let recorded = r.encrypted_sha256.as_ref().unwrap_or(&r.archive_sha256);
+    let same = &r.remote_sha256 == recorded;
     writeln!(
         w.info_unless(!same),
         "\nRead back: {} bytes, SHA-256 {} ({} the .sha256 sidecar).",

@@ -39,6 +39,14 @@
 //!   during recovery still leaves a recognisable state — and the temporaries
 //!   go with the usual sweep of dead runs' temporaries. A complete archive is
 //!   thus never deleted while its sidecars are kept.
+//! - An encrypted `NAME.tar.zst.age` (issue 14): its temporary is the
+//!   ciphertext, which this host cannot decrypt, so the manifest sidecar
+//!   cannot be compared with the manifest inside. The `.sha256` match alone
+//!   decides, and the manifest sidecar must be a regular file that is an age
+//!   file. That is still proof: age encryption is randomised (a fresh file
+//!   key each run), so a ciphertext whose hash the `.sha256` names was made
+//!   by that dead run and no other, and its manifest sidecar was written by
+//!   the same run, beside it, just before.
 //! - Anything else (sidecars without any dead run's archive, or not matching
 //!   it) is not provably ours: it is left alone and the run refuses with a
 //!   message saying what to move away.
@@ -163,6 +171,10 @@ fn sidecars_belong_to(dir: &Dir, dest: &Path, name: &[u8], tmp: &DeadTemp) -> bo
     match dir.stat(&man_name) {
         Err(_) => true,
         Ok(m) if !m.is_file() => false,
+        Ok(m) if name.ends_with(crate::crypt::AGE_SUFFIX.as_bytes()) => {
+            let magic = crate::crypt::quick::AGE_MAGIC;
+            read_small(dir, &man_name, m.size).is_some_and(|side| side.starts_with(magic))
+        }
         Ok(m) => match embedded_manifest(dir, dest, &tmp.name) {
             Some(inside) if inside.len() as u64 == m.size => {
                 read_small(dir, &man_name, m.size).is_some_and(|side| side == inside)

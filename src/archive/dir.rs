@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 
 use crate::archive::EXTENSION;
 
-/// The regular files named `*.tar.zst` directly in `dir`, sorted by name;
+/// The regular files named `*.tar.zst` (or `*.tar.zst.age`, encrypted)
+/// directly in `dir`, sorted by name;
 /// a datamig run's temporary file is not an archive yet, and a symlink is
 /// not followed (it may lead anywhere).
 pub fn archives_in(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -19,7 +20,9 @@ pub fn archives_in(dir: &Path) -> Result<Vec<PathBuf>> {
         let e = e.with_context(|| format!("cannot read the directory {}", dir.display()))?;
         let name = e.file_name();
         let n = name.as_bytes();
-        if !n.ends_with(EXTENSION.as_bytes()) || crate::atomic::is_temp_name(n) {
+        let age = [EXTENSION.as_bytes(), crate::crypt::AGE_SUFFIX.as_bytes()].concat();
+        let archive = n.ends_with(EXTENSION.as_bytes()) || n.ends_with(&age);
+        if !archive || crate::atomic::is_temp_name(n) {
             continue;
         }
         if e.file_type().is_ok_and(|t| t.is_file()) {
@@ -47,7 +50,15 @@ mod tests {
     fn only_regular_tar_zst_files_that_are_not_temporaries() {
         let t = tempfile::tempdir().unwrap();
         let d = t.path();
-        for n in ["b.tar.zst", "a.tar.zst", "a.tar.zst.sha256", "notes.txt"] {
+        for n in [
+            "b.tar.zst",
+            "a.tar.zst",
+            "a.tar.zst.sha256",
+            "notes.txt",
+            "e.tar.zst.age",
+            "e.tar.zst.age.sha256",
+            "e.tar.zst.manifest.jsonl.age",
+        ] {
             std::fs::write(d.join(n), b"x").unwrap();
         }
         std::fs::write(d.join(".c.tar.zst.datamig-tmp-1-1"), b"x").unwrap();
@@ -59,6 +70,6 @@ mod tests {
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(got, ["a.tar.zst", "b.tar.zst"]);
+        assert_eq!(got, ["a.tar.zst", "b.tar.zst", "e.tar.zst.age"]);
     }
 }

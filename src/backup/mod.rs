@@ -28,9 +28,11 @@ pub fn stamp_of(t: Timestamp) -> String {
         .to_string()
 }
 
-/// The time in `<prefix>-YYYYMMDD-HHMMSS.tar.zst`, when the name is exactly that
-/// and the stamp is a real UTC date and time.
+/// The time in `<prefix>-YYYYMMDD-HHMMSS.tar.zst` (or its encrypted
+/// `….tar.zst.age`), when the name is exactly that and the stamp is a real
+/// UTC date and time.
 pub fn parse_name(prefix: &str, name: &str) -> Option<Timestamp> {
+    let name = name.strip_suffix(crate::crypt::AGE_SUFFIX).unwrap_or(name);
     let stamp = name
         .strip_prefix(prefix)?
         .strip_prefix('-')?
@@ -58,7 +60,10 @@ pub struct Found {
     pub time: Timestamp,
     /// Entries its manifest records as not captured cleanly (its run exited
     /// 1): more than 0 makes it a flagged backup, never a complete copy.
+    /// Always 0 for an encrypted backup: its manifest is not readable here.
     pub flagged: usize,
+    /// A `.tar.zst.age`: the backup host holds no key to read it.
+    pub encrypted: bool,
 }
 
 #[derive(Debug, Default)]
@@ -93,7 +98,8 @@ pub fn discover(dest: &Path, prefix: &str) -> Result<Existing> {
         let de = de.with_context(|| format!("cannot list {}", dest.display()))?;
         let raw = de.file_name();
         let Some(name) = raw.to_str() else { continue };
-        if !name.starts_with(prefix) || !name.ends_with(EXTENSION) {
+        let plain_name = name.strip_suffix(crate::crypt::AGE_SUFFIX).unwrap_or(name);
+        if !name.starts_with(prefix) || !plain_name.ends_with(EXTENSION) {
             continue;
         }
         let path = de.path();
@@ -103,6 +109,7 @@ pub fn discover(dest: &Path, prefix: &str) -> Result<Existing> {
                 path,
                 time,
                 flagged,
+                encrypted: crate::crypt::is_encrypted(name),
             }),
             Err(why) => found.ignored.push(PathNote {
                 path: name.to_string(),
@@ -132,6 +139,14 @@ fn candidate(
     }
     if !is_file(&sidecar(path, SHA_SIDECAR)) {
         return Err(format!("no {SHA_SIDECAR} sidecar"));
+    }
+    if crate::crypt::is_encrypted(name) {
+        // Without a key the manifest cannot be read: how many entries it
+        // flags is unknown, so the backup counts as complete (README).
+        if !crate::crypt::quick::is_age_file(path) || !crate::crypt::quick::is_age_file(&manifest) {
+            return Err("named .age, but it or its manifest sidecar is not an age file".into());
+        }
+        return Ok((time, 0));
     }
     let m = Manifest::read_file(&manifest).map_err(|e| format!("{e:#}"))?;
     let flagged = m.entries.iter().filter(|e| e.problem.is_some()).count();
@@ -228,12 +243,19 @@ mod tests {
             parse_name("v2-data", "v2-data-20251220-020304.tar.zst"),
             Some(t)
         );
+        assert_eq!(
+            parse_name("v2-data", "v2-data-20251220-020304.tar.zst.age"),
+            Some(t)
+        );
         for bad in [
             "v2-data-garbage.tar.zst",
             "v2-data-20251220.tar.zst",
             "v2-data-20251320-020304.tar.zst",
             "v2-data-20251220-250000.tar.zst",
             "v2-data-20251220-020304.tar.zst.sha256",
+            "v2-data-20251220-020304.tar.zst.age.sha256",
+            "v2-data-20251220-020304.tar.zst.manifest.jsonl.age",
+            "v2-data-20251220-020304.age",
             "v2-data-20251220-020304.tar.zst.manifest.jsonl",
             "v2-data-2025122-0020304.tar.zst",
             "v2-data-+0251220-020304.tar.zst",

@@ -20,6 +20,8 @@ use crate::archive::{
     resolve_source, sidecar,
 };
 use crate::atomic::AtomicFile;
+use crate::crypt::Recipients;
+use crate::crypt::writer::{ReadBack, Sealer};
 use crate::entry::{Entry, hex};
 use crate::frames::{ArchiveIndex, FrameWriter};
 use crate::layout::{Layout, build_globset};
@@ -58,6 +60,8 @@ pub struct ArchiveOptions {
     pub migration_accept: Vec<String>,
     /// `--etc DIR` for the reference gate (default `/etc`).
     pub etc: Option<PathBuf>,
+    /// `--encrypt-to`, `--recipients-file`: write `NAME.tar.zst.age` (see `crypt`).
+    pub recipients: Option<Recipients>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,7 +73,17 @@ pub struct ArchiveReport {
     pub archive: String,
     pub manifest: String,
     pub sha256_file: String,
+    /// The SHA-256 of the file written (of the ciphertext when encrypted):
+    /// what the `.sha256` sidecar holds.
     pub archive_sha256: String,
+    /// Written as an age-encrypted `.tar.zst.age` (issue 14).
+    pub encrypted: bool,
+    /// How many recipients it is encrypted to (0 when not encrypted; the
+    /// run's own read-back key is not counted).
+    pub recipients: usize,
+    /// Size of the encrypted file; `compressed_bytes` stays the size of the
+    /// `.tar.zst` inside it.
+    pub encrypted_bytes: Option<u64>,
     pub members: u64,
     pub files: u64,
     pub file_bytes: u64,
@@ -149,7 +163,12 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     let dest = opts.dest.clone().unwrap_or_else(|| root.join("archive"));
     // Removed again if the run stops before anything is written into it.
     let created_dest = create_dest(&dest)?;
-    let archive = dest.join(format!("{}-{stamp}{EXTENSION}", src.prefix));
+    let suffix = if opts.recipients.is_some() {
+        crate::crypt::AGE_SUFFIX
+    } else {
+        ""
+    };
+    let archive = dest.join(format!("{}-{stamp}{EXTENSION}{suffix}", src.prefix));
     // A run killed mid-commit left sidecars without their archive: recognised
     // (see archive::commit) and removed before its temporaries are swept.
     for p in crate::archive::commit::recover(&dest, &archive)? {
@@ -233,7 +252,9 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
             out.temp_path().display()
         ),
     };
-    let mut fw = FrameWriter::new(Box::new(file), opts.level, opts.threads);
+    let readback = opts.recipients.as_ref().map(|_| ReadBack::generate());
+    let (sink, sealer) = output(file, opts.recipients.as_ref(), readback.as_ref())?;
+    let mut fw = FrameWriter::new(sink, opts.level, opts.threads);
     let members = write_members(&src.dir, &mut entries, &identity, &mut fw, progress)?;
     let offsets = fw.sync()?;
     resolve_positions(&mut entries, &offsets);
@@ -265,16 +286,19 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         index_offset: 0,
         frames: offsets.len() as u64,
     };
+    // A plaintext offset, also when the file holds its encryption.
     let index = ArchiveIndex {
-        index_offset: written_len(&out)?,
+        index_offset: fw.written(),
         ..index
     };
     let finished = fw.finish(&index)?;
     drop(finished.out);
+    let sealed = sealer.map(Sealer::finish).transpose()?;
+    let file_sha256 = sealed.as_ref().map_or(finished.sha256, |s| s.sha256);
 
     let archive_sha256 = hex(&finished.sha256);
     let (verify, verify_report) = if opts.verify {
-        let mut r = check_archive(out.temp_path(), &entries, progress)?;
+        let mut r = read_back(&out, readback.as_ref(), &entries, progress)?;
         if r.embedded_manifest.as_deref() != Some(&manifest_bytes[..]) {
             r.stream
                 .push("the embedded manifest differs from the one written".into());
@@ -304,9 +328,18 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         .as_bytes()
         .to_vec();
     let mut m = AtomicFile::create(&manifest_path, 0o600, true)?;
-    m.write_all(&manifest_bytes)?;
+    match &opts.recipients {
+        // File names are sensitive: the sidecar is encrypted to the same
+        // recipients (not to the read-back key, which nothing reads it with).
+        Some(r) => {
+            let (mut w, seal) = crate::crypt::writer::encrypt_to(r, None, &mut m)?;
+            w.write_all(&manifest_bytes)?;
+            seal.finish()?;
+        }
+        None => m.write_all(&manifest_bytes)?,
+    }
     let mut s = AtomicFile::create(&sha_path, 0o600, true)?;
-    s.write_all(&sha256sum_line(&finished.sha256, &name))?;
+    s.write_all(&sha256sum_line(&file_sha256, &name))?;
     // All three appear together or not at all, even if a signal arrives now.
     crate::archive::commit::commit(out, m, s)
         .with_context(|| format!("cannot put {} in place", archive.display()))?;
@@ -331,7 +364,10 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         archive: archive.display().to_string(),
         manifest: manifest_path.display().to_string(),
         sha256_file: sha_path.display().to_string(),
-        archive_sha256,
+        archive_sha256: hex(&file_sha256),
+        encrypted: sealed.is_some(),
+        recipients: opts.recipients.as_ref().map_or(0, Recipients::len),
+        encrypted_bytes: sealed.as_ref().map(|s| s.bytes),
         members,
         files: trailer.files,
         file_bytes: trailer.bytes,
@@ -398,8 +434,47 @@ impl Write for NamedWriter {
     }
 }
 
-fn written_len(out: &AtomicFile) -> Result<u64> {
-    Ok(std::fs::metadata(out.temp_path())?.len())
+type Sink = Box<dyn Write + Send>;
+
+/// What FrameWriter writes into: the temporary file, or with recipients an
+/// age stream on it (to them and to the run's read-back key), whose sealer
+/// must be finished once FrameWriter is.
+fn output(
+    file: NamedWriter,
+    recipients: Option<&Recipients>,
+    readback: Option<&ReadBack>,
+) -> Result<(Sink, Option<Sealer<NamedWriter>>)> {
+    match recipients {
+        None => Ok((Box::new(file), None)),
+        Some(r) => {
+            let key = readback.map(ReadBack::recipient);
+            let (w, seal) = crate::crypt::writer::encrypt_to(r, key.as_ref(), file)?;
+            Ok((Box::new(w), Some(seal)))
+        }
+    }
+}
+
+/// The read-back check of the temporary archive; an encrypted one is
+/// decrypted (in memory, chunk by chunk) with the run's read-back key.
+fn read_back(
+    out: &AtomicFile,
+    readback: Option<&ReadBack>,
+    entries: &[Entry],
+    progress: &dyn Progress,
+) -> Result<CheckReport> {
+    let Some(key) = readback else {
+        return check_archive(out.temp_path(), entries, progress);
+    };
+    let file = crate::fsx::open_path(out.temp_path())
+        .with_context(|| format!("cannot open {}", out.temp_path().display()))?;
+    let plain = key.open(file).with_context(|| {
+        format!(
+            "cannot decrypt the temporary archive {} for its read-back check",
+            out.temp_path().display()
+        )
+    })?;
+    let len = plain.len;
+    crate::archive::check::check_source(plain, len, entries, &[], progress)
 }
 
 /// What the walk records as left out, as a report lists it.

@@ -51,6 +51,9 @@ pub struct BackupOptions {
     pub remote_policy: Policy,
     /// With `to`: `--lock-days`/`--lock-mode`, counted from `now`.
     pub lock: Option<crate::remote::lock::LockSpec>,
+    /// `--encrypt-to`, `--recipients-file` (or `DATAMIG_ENCRYPT_TO`,
+    /// `DATAMIG_RECIPIENTS_FILE`): each backup is a `.tar.zst.age`.
+    pub recipients: Option<crate::crypt::Recipients>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -186,7 +189,12 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
     if opts.dry_run {
         report.not_covered = not_covered(root, &opts.layout, target)?;
         let existing = backup::discover(&dest, &prefix)?;
-        let tonight = format!("{prefix}-{}{EXTENSION}", backup::stamp_of(now));
+        let suffix = if opts.recipients.is_some() {
+            crate::crypt::AGE_SUFFIX
+        } else {
+            ""
+        };
+        let tonight = format!("{prefix}-{}{EXTENSION}{suffix}", backup::stamp_of(now));
         // A name already taken makes the real run fail (and remove nothing);
         // otherwise tonight's backup is the newest one retention sees.
         let new =
@@ -229,6 +237,11 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
                 "the newest backup {} fails `verify --quick` ({why}), so a new one is made",
                 newest.name
             )),
+            // Its manifest is encrypted to keys this host does not hold.
+            None if newest.encrypted => Some(format!(
+                "the newest backup {} is encrypted and this host holds no key to read its manifest, so a new one is made",
+                newest.name
+            )),
             None => change_since(opts, &report.target, newest, &dest)?,
         };
         match change {
@@ -264,6 +277,7 @@ pub fn run(opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport
         overrides: Default::default(),
         migration_accept: Vec::new(),
         etc: None,
+        recipients: opts.recipients.clone(),
     };
     // Any error here (nothing to archive, name taken, failed read-back) ends
     // the run before retention: a failed run deletes nothing.
@@ -355,6 +369,8 @@ fn copy_offsite(
             to: to.clone(),
             tuning,
             lock: opts.lock.map(|l| l.at(now)).transpose()?,
+            // Tonight's archive is already encrypted when it should be.
+            recipients: None,
         })
     });
     match copied {
@@ -403,7 +419,7 @@ fn plan_with(
 fn take_archive(report: &mut BackupReport, made: &ArchiveReport) {
     report.archive = Some(made.archive.clone());
     report.archive_sha256 = Some(made.archive_sha256.clone());
-    report.bytes = made.compressed_bytes;
+    report.bytes = made.encrypted_bytes.unwrap_or(made.compressed_bytes);
     report.files = made.files;
     report.file_bytes = made.file_bytes;
     report.verify = made.verify;

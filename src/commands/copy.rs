@@ -21,6 +21,14 @@
 //!
 //! Progress (a bar on a terminal, see `progress`) counts the archive's
 //! bytes as they are handed to the upload, then as they are read back.
+//! With `--encrypt-to` (a plain local archive), the archive is encrypted as
+//! it is read for the upload (`NAME.tar.zst.age`: its size is known in
+//! advance, nothing is written locally); the SHA-256 of the ciphertext is
+//! taken on the way and becomes the remote `NAME.tar.zst.age.sha256`,
+//! uploaded after it, then the manifest sidecar encrypted to the same
+//! recipients (`NAME.tar.zst.manifest.jsonl.age`). The read-back proof
+//! compares the remote archive with that hash. An archive that is already
+//! encrypted is copied as it is.
 
 use std::fs::File;
 use std::io::Read;
@@ -45,6 +53,8 @@ pub struct CopyOptions {
     /// object right after its upload; the bucket must have Object Lock
     /// enabled, checked before anything is sent.
     pub lock: Option<Lock>,
+    /// `--encrypt-to`, `--recipients-file`: encrypt a plain archive on its way out.
+    pub recipients: Option<crate::crypt::Recipients>,
 }
 
 /// One object written.
@@ -63,6 +73,13 @@ pub struct CopyReport {
     pub to: String,
     /// The archive's SHA-256, from its `.sha256` sidecar.
     pub archive_sha256: String,
+    /// The copy is age-encrypted (a `.age` archive copied as is, or one
+    /// encrypted on its way out by `--encrypt-to`).
+    pub encrypted: bool,
+    /// With `--encrypt-to`: how many recipients, and the SHA-256 of the
+    /// ciphertext uploaded (what the remote `.sha256` records).
+    pub recipients: usize,
+    pub encrypted_sha256: Option<String>,
     /// Size of the archive.
     pub bytes: u64,
     /// What was written, in upload order (archive, `.sha256`, manifest).
@@ -125,8 +142,18 @@ fn check_local(archive: &Path) -> Result<Local> {
             );
         }
     }
-    crate::manifest::Manifest::read_file(&man_path)
-        .with_context(|| format!("{} is damaged; nothing was copied", man_path.display()))?;
+    if crate::crypt::is_encrypted(&name) {
+        // Not readable without a key; it must at least be an age file.
+        if !crate::crypt::quick::is_age_file(&man_path) {
+            bail!(
+                "{} is not an age-encrypted file; nothing was copied",
+                man_path.display()
+            );
+        }
+    } else {
+        crate::manifest::Manifest::read_file(&man_path)
+            .with_context(|| format!("{} is damaged; nothing was copied", man_path.display()))?;
+    }
     let line = std::fs::read_to_string(&sha_path)
         .with_context(|| format!("cannot read {}", sha_path.display()))?;
     let mut words = line.split_whitespace();
@@ -158,7 +185,16 @@ pub fn run(opts: &CopyOptions) -> Result<CopyReport> {
 /// The copy, reporting the upload and the read-back to `progress`.
 pub fn run_with(opts: &CopyOptions, progress: &dyn Progress) -> Result<CopyReport> {
     let started = std::time::Instant::now();
+    if opts.recipients.is_some() && crate::crypt::is_encrypted(&opts.archive.to_string_lossy()) {
+        bail!(
+            "{} is already encrypted; copy it without --encrypt-to/--recipients-file (it is uploaded as it is)",
+            opts.archive.display()
+        );
+    }
     let local = check_local(&opts.archive)?;
+    if let Some(r) = &opts.recipients {
+        return run_encrypted(opts, &local, r, started, progress);
+    }
     let store = Store::open(&opts.to, opts.tuning)?;
     if opts.lock.is_some() {
         store.check_lockable()?;
@@ -202,6 +238,9 @@ pub fn run_with(opts: &CopyOptions, progress: &dyn Progress) -> Result<CopyRepor
         archive: local.archive.display().to_string(),
         to: opts.to.url(),
         archive_sha256: local.sha256.clone(),
+        encrypted: crate::crypt::is_encrypted(&local.name),
+        recipients: 0,
+        encrypted_sha256: None,
         bytes: local.size,
         uploaded,
         remote_sha256: String::new(),
@@ -239,8 +278,37 @@ fn lock(store: &Store, name: &str, lock: Option<&Lock>) -> Result<()> {
 /// Read the copy back: the archive's size and SHA-256 against the local
 /// `.sha256`, each sidecar byte for byte.
 fn prove(store: &Store, local: &Local, r: &mut CopyReport, progress: &dyn Progress) -> Result<()> {
+    let mut sidecars = Vec::new();
+    for (n, p) in &local.sidecars {
+        let mine = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        sidecars.push((n.clone(), mine, p.display().to_string()));
+    }
+    let expect = Expected {
+        name: &local.name,
+        size: local.size,
+        sha256: &local.sha256,
+        sidecars,
+    };
+    prove_against(store, &expect, r, progress)
+}
+
+/// What the remote copy must hold: the archive's size and SHA-256, and each
+/// sidecar's bytes (with where they came from, for the report).
+struct Expected<'a> {
+    name: &'a str,
+    size: u64,
+    sha256: &'a str,
+    sidecars: Vec<(String, Vec<u8>, String)>,
+}
+
+fn prove_against(
+    store: &Store,
+    local: &Expected,
+    r: &mut CopyReport,
+    progress: &dyn Progress,
+) -> Result<()> {
     let mut h = Sha256::new();
-    r.remote_bytes = store.read_all(&local.name, &mut |b| {
+    r.remote_bytes = store.read_all(local.name, &mut |b| {
         h.update(b);
         progress.advance(0, b.len() as u64);
     })?;
@@ -248,7 +316,7 @@ fn prove(store: &Store, local: &Local, r: &mut CopyReport, progress: &dyn Progre
     if r.remote_bytes != local.size {
         r.discrepancies.push(format!(
             "{} holds {} bytes, the archive {}",
-            store.location().url_of(&local.name),
+            store.location().url_of(local.name),
             r.remote_bytes,
             local.size
         ));
@@ -256,21 +324,17 @@ fn prove(store: &Store, local: &Local, r: &mut CopyReport, progress: &dyn Progre
     if r.remote_sha256 != local.sha256 {
         r.discrepancies.push(format!(
             "{} has SHA-256 {}, the .sha256 sidecar records {}",
-            store.location().url_of(&local.name),
+            store.location().url_of(local.name),
             r.remote_sha256,
             local.sha256
         ));
     }
-    for (n, p) in &local.sidecars {
-        let mine = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+    for (n, mine, p) in &local.sidecars {
         let mut theirs = Vec::new();
         store.read_all(n, &mut |b| theirs.extend_from_slice(b))?;
-        if theirs != mine {
-            r.discrepancies.push(format!(
-                "{} differs from {}",
-                store.location().url_of(n),
-                p.display()
-            ));
+        if &theirs != mine {
+            r.discrepancies
+                .push(format!("{} differs from {p}", store.location().url_of(n),));
         }
     }
     if r.discrepancies.is_empty() {
@@ -311,4 +375,102 @@ impl Read for Checked<'_> {
         }
         Ok(0)
     }
+}
+
+/// `copy --encrypt-to` of a plain archive (module doc).
+fn run_encrypted(
+    opts: &CopyOptions,
+    local: &Local,
+    recipients: &crate::crypt::Recipients,
+    started: std::time::Instant,
+    progress: &dyn Progress,
+) -> Result<CopyReport> {
+    let name = format!("{}{}", local.name, crate::crypt::AGE_SUFFIX);
+    let sha_name = format!("{name}{SHA_SIDECAR}");
+    let man_name = crate::archive::manifest_sidecar_name(&name);
+    let manifest_path = &local.sidecars[1].1;
+    let manifest = std::fs::read(manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let manifest = crate::crypt::writer::encrypt_bytes(recipients, &manifest)?;
+    let store = Store::open(&opts.to, opts.tuning)?;
+    if opts.lock.is_some() {
+        store.check_lockable()?;
+    }
+    let aborted_uploads = store.abort_unfinished()?;
+    for n in [&name, &sha_name, &man_name] {
+        if store.stat(n)?.is_some() {
+            return Err(PutError::Exists(opts.to.url_of(n)).into());
+        }
+    }
+    let file = File::open(&local.archive)
+        .with_context(|| format!("cannot open archive {}", local.archive.display()))?;
+    // The plaintext is still checked against its own .sha256 as it is read.
+    let checked = Checked {
+        inner: file,
+        hasher: Sha256::new(),
+        expected: local.sha256.clone(),
+        path: local.archive.clone(),
+        progress,
+    };
+    let mut enc = crate::crypt::writer::EncryptingReader::new(recipients, checked, local.size)?;
+    let size = enc.len();
+    progress.phase("uploading", Some(local.size));
+    store.put_new(&name, &mut enc, size)?;
+    lock(&store, &name, opts.lock.as_ref())?;
+    let sha = enc
+        .sha256()
+        .context("the encrypted upload ended before the archive was read to its end")?;
+    let sha_line = crate::render::sha256sum_line(&sha, name.as_bytes());
+    let mut uploaded = vec![Copied {
+        url: opts.to.url_of(&name),
+        bytes: size,
+    }];
+    for (n, bytes) in [(&sha_name, &sha_line), (&man_name, &manifest)] {
+        store.put_new(n, &mut &bytes[..], bytes.len() as u64)?;
+        lock(&store, n, opts.lock.as_ref())?;
+        uploaded.push(Copied {
+            url: opts.to.url_of(n),
+            bytes: bytes.len() as u64,
+        });
+    }
+    let sha_hex = hex(&sha);
+    let mut report = CopyReport {
+        report: "copy",
+        version: crate::summary::REPORT_VERSION,
+        archive: local.archive.display().to_string(),
+        to: opts.to.url(),
+        archive_sha256: local.sha256.clone(),
+        encrypted: true,
+        recipients: recipients.len(),
+        encrypted_sha256: Some(sha_hex.clone()),
+        bytes: local.size,
+        uploaded,
+        remote_sha256: String::new(),
+        remote_bytes: 0,
+        remote_verify: "FAILED",
+        aborted_uploads,
+        discrepancies: Vec::new(),
+        lock_mode: opts.lock.map(|l| l.mode),
+        locked_until: opts.lock.map(|l| rfc3339(l.until)),
+        upload_seconds: started.elapsed().as_secs_f64(),
+        seconds: 0.0,
+    };
+    let expect = Expected {
+        name: &name,
+        size,
+        sha256: &sha_hex,
+        sidecars: vec![
+            (
+                sha_name,
+                sha_line,
+                "the .sha256 line of the ciphertext".into(),
+            ),
+            (man_name, manifest, "the encrypted manifest uploaded".into()),
+        ],
+    };
+    progress.phase("proving", Some(size));
+    prove_against(&store, &expect, &mut report, progress)?;
+    progress.finish();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
 }

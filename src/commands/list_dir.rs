@@ -38,8 +38,9 @@ pub struct ArchiveRow {
     pub files: Option<u64>,
     pub file_bytes: Option<u64>,
     /// "sidecar" (the `.manifest.jsonl` reads and its trailer matches),
-    /// "embedded" (no sidecar; the copy inside the archive does), "none", or
-    /// "damaged".
+    /// "embedded" (no sidecar; the copy inside the archive does), "none",
+    /// "damaged", or "encrypted" (a `.tar.zst.age`: its manifest is not read
+    /// without a key, so members, files and flagged are unknown).
     pub manifest: &'static str,
     /// "present" (names this archive), "missing", or "wrong" (unreadable, or
     /// names another file).
@@ -116,25 +117,53 @@ fn row(path: &PathBuf, backup_prefix: Option<&str>) -> ArchiveRow {
         state: "ok",
         note: None,
     };
-    match crate::commands::list::load_manifest(path) {
-        Ok(Some((m, source))) => describe(&mut r, &m, source),
-        Ok(None) => {
-            r.kind = "foreign";
-            r.state = "foreign";
-            r.note = Some("no manifest: `datamig verify` checks the stream only".into());
-            return r;
-        }
-        Err(e) => {
-            r.manifest = "damaged";
-            r.state = "damaged";
-            r.note = Some(format!("{e:#}"));
-            return r;
+    if crate::crypt::is_encrypted(&name) {
+        encrypted_row(&mut r, path);
+    } else {
+        match crate::commands::list::load_manifest(path) {
+            Ok(Some((m, source))) => describe(&mut r, &m, source),
+            Ok(None) => {
+                r.kind = "foreign";
+                r.state = "foreign";
+                r.note = Some("no manifest: `datamig verify` checks the stream only".into());
+                return r;
+            }
+            Err(e) => {
+                r.manifest = "damaged";
+                r.state = "damaged";
+                r.note = Some(format!("{e:#}"));
+                return r;
+            }
         }
     }
     if backup_prefix.is_some_and(|p| crate::backup::parse_name(p, &name).is_some()) {
         r.kind = "backup";
     }
     r
+}
+
+/// An encrypted archive as far as it can be told without a key: its
+/// sidecars are there, and are age files.
+fn encrypted_row(r: &mut ArchiveRow, path: &Path) {
+    r.manifest = "encrypted";
+    let side = crate::archive::manifest_sidecar(path);
+    let mut why = Vec::new();
+    if !crate::crypt::quick::is_age_file(path) {
+        why.push("the archive is not an age file".to_string());
+    }
+    if !crate::crypt::quick::is_age_file(&side) {
+        why.push(format!("no encrypted {MANIFEST_SIDECAR}.age sidecar"));
+    }
+    match r.sha256_sidecar {
+        "missing" => why.push(format!("no {SHA_SIDECAR} sidecar")),
+        "wrong" => why.push(format!(
+            "the {SHA_SIDECAR} sidecar does not name this archive"
+        )),
+        _ => {}
+    }
+    r.state = if why.is_empty() { "ok" } else { "incomplete" };
+    why.push("encrypted: members and date need the key (the date is the file's mtime)".into());
+    r.note = Some(why.join("; "));
 }
 
 fn describe(r: &mut ArchiveRow, m: &Manifest, source: &'static str) {

@@ -15,8 +15,13 @@
 /// What an encrypted archive's name ends with, after the plain `.tar.zst`.
 pub const AGE_SUFFIX: &str = ".age";
 
-/// Keep the crate linked until the writers and readers use it.
-#[allow(dead_code)]
-fn _age_linked() -> age::x25519::Identity {
-    age::x25519::Identity::generate()
+pub mod quick;
+pub mod recipients;
+pub mod writer;
+
+pub use recipients::Recipients;
+
+/// Whether an archive name is that of an encrypted archive.
+pub fn is_encrypted(name: &str) -> bool {
+    name.ends_with(AGE_SUFFIX)
 }

@@ -130,6 +130,10 @@ pub fn verify_archive(
     progress: &dyn Progress,
 ) -> Result<ArchiveVerifyReport> {
     crate::atomic::refuse_temp_name(archive)?;
+    // Without a key only the ciphertext can be checked (issue 14).
+    if quick && crate::crypt::is_encrypted(&archive.to_string_lossy()) {
+        return crate::crypt::quick::verify_quick(archive);
+    }
     let meta = std::fs::metadata(archive)
         .with_context(|| format!("cannot open archive {}", archive.display()))?;
     if !meta.is_file() {

@@ -195,6 +195,26 @@ impl Moto {
         path: &str,
         body: &[u8],
     ) -> Option<(u16, String)> {
+        let (status, body) = self.try_send_raw(headers, method, path, body)?;
+        Some((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// The bytes of the object `key`, exactly (binary-safe, unlike `object`).
+    pub fn object_bytes(&self, key: &str) -> Vec<u8> {
+        let (status, body) = self
+            .try_send_raw(AUTH, "GET", &format!("/{}/{key}", self.bucket), b"")
+            .expect("moto answers");
+        assert_eq!(status, 200, "GET {key}: {}", String::from_utf8_lossy(&body));
+        body
+    }
+
+    fn try_send_raw(
+        &self,
+        headers: &str,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Option<(u16, Vec<u8>)> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
         write!(
@@ -207,13 +227,10 @@ impl Moto {
         s.write_all(body).ok()?;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).ok()?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Some((status, body))
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, raw[end + 4..].to_vec()))
     }
 
     /// Put the file at `path` under `key` in one PUT, streamed from disk (a
