@@ -35,6 +35,7 @@ use serde::Serialize;
 use super::parse_name;
 use super::retention::{self, Action, Decision, Policy};
 use crate::archive::{MANIFEST_SIDECAR, SHA_SIDECAR, manifest_sidecar_name};
+use crate::crypt::AGE_SUFFIX;
 use crate::remote::lock::{LockMode, rfc3339};
 use crate::remote::{Location, Store, Tuning};
 use crate::summary::PathNote;
@@ -56,15 +57,20 @@ pub fn role(prefix: &str, name: &str) -> Role {
     if let Some(t) = parse_name(prefix, name) {
         return Role::Archive(t);
     }
-    let archive = name
-        .strip_suffix(SHA_SIDECAR)
-        .or_else(|| name.strip_suffix(MANIFEST_SIDECAR));
-    match archive {
-        Some(a) if parse_name(prefix, a).is_some() && sidecars(a).iter().any(|s| s == name) => {
-            Role::Sidecar(a.to_string())
-        }
-        _ => Role::Other,
-    }
+    // An encrypted archive's manifest sidecar drops the archive's `.age`
+    // and ends with its own (`NAME.tar.zst.manifest.jsonl.age`).
+    let encrypted_manifest = format!("{MANIFEST_SIDECAR}{AGE_SUFFIX}");
+    let candidates = [
+        name.strip_suffix(SHA_SIDECAR).map(str::to_string),
+        name.strip_suffix(MANIFEST_SIDECAR).map(str::to_string),
+        name.strip_suffix(encrypted_manifest.as_str())
+            .map(|plain| format!("{plain}{AGE_SUFFIX}")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|a| parse_name(prefix, a).is_some() && sidecars(a).iter().any(|s| s == name))
+        .map_or(Role::Other, Role::Sidecar)
 }
 
 /// The two sidecars of `archive`, in the order they are deleted (after the
@@ -546,6 +552,17 @@ mod tests {
             role(p, &format!("{a}.manifest.jsonl")),
             Role::Sidecar(a.to_string())
         );
+        let e = "v2-data-20270101-020000.tar.zst.age";
+        assert!(matches!(role(p, e), Role::Archive(_)));
+        assert_eq!(
+            role(p, &format!("{e}.sha256")),
+            Role::Sidecar(e.to_string())
+        );
+        assert_eq!(
+            role(p, &format!("{a}.manifest.jsonl.age")),
+            Role::Sidecar(e.to_string())
+        );
+        assert_eq!(role(p, &format!("{e}.manifest.jsonl")), Role::Other);
         for other in [
             "notes.txt",
             "v2-data-latest.tar.zst",

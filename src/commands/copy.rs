@@ -40,8 +40,8 @@ use sha2::{Digest, Sha256};
 
 use crate::archive::{SHA_SIDECAR, sidecar};
 use crate::entry::hex;
-use crate::remote::lock::{Lock, LockMode, rfc3339};
 use crate::progress::{Progress, Silent};
+use crate::remote::lock::{Lock, LockMode, rfc3339};
 use crate::remote::{Location, PutError, Store, Tuning};
 
 #[derive(Debug, Clone)]

@@ -12,8 +12,8 @@
 mod aws_config;
 mod dir;
 mod file;
-pub mod lock;
 mod hints;
+pub mod lock;
 mod s3;
 
 pub use file::RemoteFile;

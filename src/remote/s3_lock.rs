@@ -56,7 +56,9 @@ impl S3Store {
             rfc3339(lock.until)
         );
         let url = format!("{}?retention", self.object_url(name));
-        let a = self.rt.block_on(self.send_raw("PUT", &url, body.as_bytes()))?;
+        let a = self
+            .rt
+            .block_on(self.send_raw("PUT", &url, body.as_bytes()))?;
         if !a.ok {
             bail!(
                 "cannot set Object Lock retention on {}: HTTP {} {}",
