@@ -264,6 +264,16 @@ impl Store {
         let size = self
             .stat(name)?
             .ok_or_else(|| anyhow::anyhow!("{} does not exist", self.location.url_of(name)))?;
+        if let Backend::S3(s) = &self.backend {
+            let read = s.read_stream(name, size, sink)?;
+            if read != size {
+                bail!(
+                    "{} ended after {read} of {size} bytes",
+                    self.location.url_of(name)
+                );
+            }
+            return Ok(read);
+        }
         let mut at = 0;
         while at < size {
             let piece = self.read_range(name, at, PIECE.min(size - at))?;

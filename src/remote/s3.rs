@@ -304,6 +304,38 @@ impl S3Store {
         })
     }
 
+    /// The whole object in one streamed GET: some stores (moto among them)
+    /// answer every ranged GET by reading the whole object, and one request
+    /// is cheaper on any store than 8 MiB ranges.
+    pub(super) fn read_stream(
+        &self,
+        name: &str,
+        size: u64,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<u64> {
+        use futures::TryStreamExt;
+        self.rt.block_on(async {
+            let mut stream = self
+                .op
+                .reader(name)
+                .await
+                .map_err(|e| self.explain(name, "cannot read", e))?
+                .into_bytes_stream(0..size)
+                .await
+                .map_err(|e| self.explain(name, "cannot read", e))?;
+            let mut read = 0;
+            while let Some(b) = stream
+                .try_next()
+                .await
+                .with_context(|| format!("cannot read {}", self.url(name)))?
+            {
+                sink(&b);
+                read += b.len() as u64;
+            }
+            Ok(read)
+        })
+    }
+
     pub(super) fn list(&self) -> Result<Vec<Object>> {
         self.rt.block_on(async {
             let entries = self
