@@ -109,8 +109,21 @@ fn check_local(archive: &Path) -> Result<Local> {
             );
         }
     }
-    crate::manifest::Manifest::read_file(&man_path)
-        .with_context(|| format!("{} is damaged; nothing was copied", man_path.display()))?;
+    // An encrypted archive's manifest cannot be read without a key (which
+    // the copying host need not hold): it must at least be an age file.
+    if name.ends_with(crate::crypt::AGE_SUFFIX) {
+        let f = std::fs::File::open(&man_path)
+            .with_context(|| format!("cannot read {}", man_path.display()))?;
+        if crate::crypt::source::sniff(&f) != crate::crypt::Sealed::Age {
+            bail!(
+                "{} is not an age-encrypted manifest; nothing was copied",
+                man_path.display()
+            );
+        }
+    } else {
+        crate::manifest::Manifest::read_file(&man_path)
+            .with_context(|| format!("{} is damaged; nothing was copied", man_path.display()))?;
+    }
     let line = std::fs::read_to_string(&sha_path)
         .with_context(|| format!("cannot read {}", sha_path.display()))?;
     let mut words = line.split_whitespace();
