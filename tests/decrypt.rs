@@ -15,7 +15,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -581,26 +580,32 @@ fn a_flipped_byte_in_one_chunk_names_only_the_members_of_its_frame() {
     assert!(!out.join("f07-big.bin").exists(), "{r:#}");
 }
 
-/// A 1 GiB file of xorshift bytes, written in 8 MiB pieces (about a second).
+/// A 1 GiB file of kernel random bytes (incompressible; a few seconds,
+/// where xorshift in a debug build took 16 s).
 fn big_file(p: &Path) {
     fs::create_dir_all(p.parent().unwrap()).unwrap();
-    let mut f = std::io::BufWriter::new(fs::File::create(p).unwrap());
-    for i in 0..128u64 {
-        f.write_all(&prng_bytes(i + 11, 8 * MIB)).unwrap();
-    }
-    f.flush().unwrap();
+    let mut src = fs::File::open("/dev/urandom").unwrap();
+    let mut f = fs::File::create(p).unwrap();
+    let n = std::io::copy(&mut std::io::Read::take(&mut src, 1 << 30), &mut f).unwrap();
+    assert_eq!(n, 1 << 30);
 }
 
 #[test]
 fn one_file_from_a_1_gib_encrypted_archive_reads_a_few_chunks_locally_and_from_s3() {
     let t = common::tempdir();
     let root = t.path().join("root");
+    let started = std::time::Instant::now();
     big_file(&root.join("data/big.bin"));
+    eprintln!("1 GiB of input written in {:?}", started.elapsed());
     write(&root, "data/notes/a.txt", b"alpha\n");
     let (key, recipient) = age_key(&t.path().join("keys"), "key.txt");
+    let started = std::time::Instant::now();
     let a = make_archive(&root, "data", &t.path().join("dest"));
+    eprintln!("archive of 1 GiB took {:?}", started.elapsed());
     fs::remove_file(root.join("data/big.bin")).unwrap();
+    let started = std::time::Instant::now();
     let sealed = encrypt(&a, &recipient, None);
+    eprintln!("age -r of 1 GiB took {:?}", started.elapsed());
     let size = fs::metadata(&sealed).unwrap().len();
     assert!(size >= 1 << 30, "{size}");
     let id = [os("--identity"), key.as_os_str()];
@@ -631,7 +636,12 @@ fn one_file_from_a_1_gib_encrypted_archive_reads_a_few_chunks_locally_and_from_s
     let mut c = common::cmd(["--json".as_ref(), "copy".as_ref(), sealed.as_os_str()]);
     c.arg(&url).env("DATAMIG_PART_SIZE", (64 << 20).to_string());
     moto.env(&mut c);
+    let started = std::time::Instant::now();
     let o = output_within(&mut c, DEADLINE);
+    eprintln!(
+        "copy of the encrypted archive to S3 took {:?}",
+        started.elapsed()
+    );
     assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
     let obj = format!("{url}/{}", sealed.file_name().unwrap().to_str().unwrap());
 

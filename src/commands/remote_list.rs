@@ -93,7 +93,7 @@ pub fn remote_manifest(
     store: &Arc<Store>,
     name: &str,
 ) -> Result<(Manifest, &'static str, Vec<u8>, u64)> {
-    let side = crate::archive::manifest_sidecar_name(&name);
+    let side = crate::archive::manifest_sidecar_name(name);
     if store.stat(&side)?.is_some() {
         let mut bytes = Vec::new();
         store.read_all(&side, &mut |b| bytes.extend_from_slice(b))?;

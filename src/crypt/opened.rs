@@ -11,6 +11,8 @@ use super::identity;
 use super::source::{Decrypted, Sealed, armored, sniff};
 use crate::archive::check::ArchiveSource;
 
+// One per open archive: the size of the decrypting variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Opened<F> {
     Plain(F),
     Age(Decrypted<F>),

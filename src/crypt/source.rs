@@ -307,7 +307,7 @@ fn position<R: Read + Seek>(r: &mut R, offset: u64) -> std::io::Result<()> {
     if offset == 0 {
         return Ok(());
     }
-    if offset % CHUNK == 0 {
+    if offset.is_multiple_of(CHUNK) {
         r.seek(SeekFrom::Start(offset - 1))?;
         let mut one = [0u8; 1];
         r.read_exact(&mut one)?;

@@ -55,7 +55,7 @@ pub fn verify_remote(
         }
     };
 
-    let side_name = crate::archive::manifest_sidecar_name(&name);
+    let side_name = crate::archive::manifest_sidecar_name(name);
     let side = fetch(&store, &side_name)?.map(|bytes| {
         let bytes = if encrypted {
             crate::crypt::source::decrypt_small(
