@@ -49,6 +49,24 @@ pub struct Global {
     /// Machine-readable result (one JSON object) on stdout
     #[arg(long, global = true)]
     pub json: bool,
+    /// Private key for encrypted archives (.tar.zst.age): an age identity file
+    /// (age-keygen) or an SSH private key; repeatable [env: DATAMIG_IDENTITY,
+    /// one FILE]. Used by verify, list, restore and retire.
+    #[arg(long = "identity", global = true, value_name = "FILE")]
+    pub identities: Vec<PathBuf>,
+}
+
+impl Global {
+    /// The `--identity` files, else `DATAMIG_IDENTITY`'s.
+    fn identity_files(&self) -> Vec<PathBuf> {
+        if !self.identities.is_empty() {
+            return self.identities.clone();
+        }
+        match std::env::var_os("DATAMIG_IDENTITY") {
+            Some(v) if !v.is_empty() => vec![PathBuf::from(v)],
+            _ => Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -631,6 +649,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         _ => {}
     }
     let layout = Layout::load(g.layout.as_deref())?;
+    crate::crypt::identity::install(crate::crypt::Identities::load(&g.identity_files())?);
     match &cli.command {
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
         Command::Layout if g.json => {

@@ -550,11 +550,23 @@ impl<F: std::os::unix::fs::FileExt> FrameReader<F> {
             let max = ((self.len - self.next) as usize).min(self.window.len());
             let mut got = std::mem::take(&mut self.carried).min(max);
             let mut want = max.min(FIRST_READ).max(got);
+            // Bytes that cannot be read (an encrypted archive's chunk that
+            // fails authentication) damage the frame holding them, as bytes
+            // that do not decode do: reading can resume at a later frame.
+            let mut unreadable = None;
             loop {
                 while got < want {
-                    let n = self
+                    let n = match self
                         .file
-                        .read_at(&mut self.window[got..want], self.next + got as u64)?;
+                        .read_at(&mut self.window[got..want], self.next + got as u64)
+                    {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                            unreadable = Some(e.to_string());
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    };
                     if n == 0 {
                         break;
                     }
@@ -582,6 +594,9 @@ impl<F: std::os::unix::fs::FileExt> FrameReader<F> {
             let size = match zstd::zstd_safe::find_frame_compressed_size(buf) {
                 Ok(n) if n <= got && n >= 4 => n,
                 _ => {
+                    if let Some(why) = unreadable {
+                        return Err(damaged(self, format!("its bytes cannot be read: {why}")));
+                    }
                     let reason = if self.next + (got as u64) >= self.len {
                         "the file ends inside this frame (truncated archive)"
                     } else {

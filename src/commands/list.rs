@@ -51,6 +51,8 @@ pub struct ListReport {
     pub paths: Vec<String>,
     /// PATH arguments that are no member and no directory prefix of one (exit 1).
     pub not_found: Vec<String>,
+    /// The archive is age-encrypted (read with `--identity`).
+    pub encrypted: bool,
 }
 
 impl ListReport {
@@ -110,19 +112,19 @@ pub fn run(archive: &Path, paths: &[String]) -> Result<ListReport> {
 /// neither a sidecar nor a datamig index.
 pub fn load_manifest(archive: &Path) -> Result<Option<(Manifest, &'static str)>> {
     crate::atomic::refuse_temp_name(archive)?;
-    let len = std::fs::metadata(archive)
-        .with_context(|| format!("cannot open archive {}", archive.display()))?
-        .len();
+    // An encrypted archive without a key stops here, naming what is missing.
+    let (mut f, len) = crate::crypt::Opened::open_path(archive)?;
     let side = crate::archive::manifest_sidecar(archive);
     if side.exists() {
-        return Ok(Some((Manifest::read_file(&side)?, "sidecar")));
+        let r = crate::verify::sealed::open_sidecar(&side, f.encrypted())?;
+        let m = Manifest::read(r).with_context(|| format!("{}", side.display()))?;
+        return Ok(Some((m, "sidecar")));
     }
-    let mut f = std::fs::File::open(archive)?;
     let Some(ix) = read_index(&mut f)? else {
         return Ok(None);
     };
-    let bytes = crate::verify::archive::read_embedded(
-        archive,
+    let bytes = crate::verify::archive::read_embedded_from(
+        f,
         len,
         ix.manifest_frame_offset,
         ix.manifest_offset_in_frame,
@@ -135,7 +137,10 @@ fn list_all(archive: &Path) -> Result<ListReport> {
     let Some((m, source)) = load_manifest(archive)? else {
         return from_headers(archive);
     };
-    Ok(from_manifest(archive.display().to_string(), &m, source))
+    let mut r = from_manifest(archive.display().to_string(), &m, source);
+    r.encrypted =
+        crate::crypt::source::sniff(&std::fs::File::open(archive)?) == crate::crypt::Sealed::Age;
+    Ok(r)
 }
 
 /// The members a manifest records (`source`: "sidecar" or "embedded").
@@ -172,6 +177,7 @@ pub fn from_manifest(archive: String, m: &Manifest, source: &'static str) -> Lis
         stream: None,
         paths: vec![],
         not_found: vec![],
+        encrypted: false,
     }
 }
 
@@ -196,6 +202,7 @@ fn from_headers(archive: &Path) -> Result<ListReport> {
         stream: Some(check),
         paths: vec![],
         not_found: vec![],
+        encrypted: false,
     })
 }
 

@@ -97,6 +97,21 @@ pub fn remote_manifest(
     if store.stat(&side)?.is_some() {
         let mut bytes = Vec::new();
         store.read_all(&side, &mut |b| bytes.extend_from_slice(b))?;
+        let archive = RemoteFile::open(Arc::clone(store), name)?;
+        if crate::crypt::source::sniff(&archive) == crate::crypt::Sealed::Age {
+            // The key is needed for the archive too: refuse naming the archive.
+            crate::crypt::Decrypted::open(
+                archive.clone(),
+                archive.len(),
+                &archive.url(),
+                crate::crypt::identity::installed(),
+            )?;
+            bytes = crate::crypt::source::decrypt_small(
+                &bytes,
+                &store.location().url_of(&side),
+                &crate::crypt::identity::installed(),
+            )?;
+        }
         let m = Manifest::read(&bytes[..]).with_context(|| store.location().url_of(&side))?;
         return Ok((m, "sidecar", bytes, 0));
     }
@@ -106,21 +121,25 @@ pub fn remote_manifest(
 
 /// The manifest inside the remote archive, through its tail index.
 pub fn embedded_manifest(store: &Arc<Store>, name: &str) -> Result<(Manifest, Vec<u8>, u64)> {
-    let mut f = RemoteFile::open(Arc::clone(store), name)?;
+    let file = RemoteFile::open(Arc::clone(store), name)?;
+    // Clones share the count of bytes fetched, through the decryption too.
+    let counted = file.clone();
+    let mut f = crate::crypt::Opened::open(file, counted.len(), &counted.url())?;
+    let len = f.len(counted.len());
     let Some(ix) = read_index(&mut f)? else {
         bail!(
             "{} has no sidecar manifest and no datamig index at its end (not made by datamig, or truncated); fetch it and use `datamig list` on the file",
-            f.url()
+            counted.url()
         );
     };
     let bytes = crate::verify::archive::read_embedded_from(
-        f.clone(),
-        f.len(),
+        f,
+        len,
         ix.manifest_frame_offset,
         ix.manifest_offset_in_frame,
     )?;
     let m = Manifest::read(&bytes[..]).context("the manifest inside the archive is damaged")?;
-    Ok((m, bytes, f.fetched()))
+    Ok((m, bytes, counted.fetched()))
 }
 
 pub fn archive(loc: &Location, name: &str) -> Result<ListReport> {
@@ -129,5 +148,8 @@ pub fn archive(loc: &Location, name: &str) -> Result<ListReport> {
         bail!("{} does not exist", loc.url_of(name));
     }
     let (m, source, _, _) = remote_manifest(&store, name)?;
-    Ok(from_manifest(loc.url_of(name), &m, source))
+    let mut r = from_manifest(loc.url_of(name), &m, source);
+    r.encrypted = crate::crypt::source::sniff(&RemoteFile::open(Arc::clone(&store), name)?)
+        == crate::crypt::Sealed::Age;
+    Ok(r)
 }

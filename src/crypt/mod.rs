@@ -12,6 +12,14 @@
 //! - `NAME.tar.zst.age.sha256` is `HASH  NAME.tar.zst.age` over the
 //!   ciphertext, so `sha256sum -c` and `verify --quick` need no key.
 
+pub mod identity;
+pub mod opened;
+pub mod source;
+
+pub use identity::Identities;
+pub use opened::Opened;
+pub use source::{Decrypted, Sealed};
+
 /// What an encrypted archive's name ends with, after the plain `.tar.zst`.
 pub const AGE_SUFFIX: &str = ".age";
 

@@ -77,7 +77,11 @@ impl Location {
         let Some((loc, name)) = trimmed.rsplit_once('/') else {
             return Ok(None);
         };
-        if !name.ends_with(crate::archive::EXTENSION) || loc == "s3:/" {
+        let archive = name.ends_with(crate::archive::EXTENSION)
+            || name
+                .strip_suffix(crate::crypt::AGE_SUFFIX)
+                .is_some_and(|n| n.ends_with(crate::archive::EXTENSION));
+        if !archive || loc == "s3:/" {
             return Ok(None);
         }
         Ok(Some((Location::parse(loc)?, name.to_string())))

@@ -18,7 +18,6 @@ mod source;
 mod xattrs;
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -64,8 +63,11 @@ pub struct RestoreReport {
     /// FIFOs and device nodes made (foreign archives only).
     pub specials: u64,
     pub bytes: u64,
-    /// Compressed bytes read from the archive (manifest lookup included).
+    /// Compressed bytes read from the archive (manifest lookup included); of
+    /// an encrypted archive, the ciphertext read (header and chunks).
     pub archive_bytes_read: u64,
+    /// The archive is age-encrypted; `archive_size` is the ciphertext's.
+    pub encrypted: bool,
     pub archive_size: u64,
     pub seconds: f64,
     pub refused: Vec<PathNote>,
@@ -147,9 +149,27 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
     let (file, len, (manifest, source, manifest_cost, damage)) = match &opts.remote {
         None => {
             let (file, len) = open_archive(&opts.archive)?;
-            (Bytes::Local(file), len, load_manifest(&opts.archive, len)?)
+            if let Bytes::Age(_) = file {
+                let side = crate::archive::manifest_sidecar(&opts.archive);
+                let sealed = match std::fs::read(&side) {
+                    Ok(b) => Some(b),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => bail!("cannot read {}: {e}", side.display()),
+                };
+                let (m, source) =
+                    bytes::sealed_manifest(sealed, &side.display().to_string(), &file, len)?;
+                (file, len, (Some(m), source, 0, None))
+            } else {
+                (file, len, load_manifest(&opts.archive, len)?)
+            }
         }
         Some((loc, name)) => bytes::open_remote(loc, name)?,
+    };
+    // A second handle on the decryption: its count covers every reader's
+    // ciphertext (manifest, frames), the cost of an encrypted restore.
+    let sealed = match &file {
+        Bytes::Age(d) => Some(d.reopen()),
+        _ => None,
     };
     // Check the requested paths before touching the destination, so a restore
     // that cannot run (exit 2) leaves nothing behind.
@@ -219,6 +239,7 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
         let source = match file {
             Bytes::Local(f) => source::TarSource::open(f, len)?,
             Bytes::Remote(r) => source::TarSource::open_remote(r)?,
+            Bytes::Age(d) => source::TarSource::open_sealed(d, &opts.archive)?,
         };
         restore_all(&mut ctx, &opts.archive, source, progress)?;
     } else if let (Some(table), Bytes::Local(f)) = (&foreign_table, &file) {
@@ -232,6 +253,11 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
     if let Some(m) = &manifest {
         account(&mut ctx, m, &opts.paths);
     }
+    if let Some(d) = &sealed {
+        ctx.report.encrypted = true;
+        ctx.report.archive_size = d.cipher_len();
+        ctx.report.archive_bytes_read = d.cipher_read();
+    }
     finish_dirs(&mut ctx, created);
     let _ = ctx.tree.root().sync_fs();
     progress.finish();
@@ -239,8 +265,9 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
     Ok(ctx.report)
 }
 
-/// The archive file and its length, refusing what cannot be one.
-fn open_archive(archive: &Path) -> Result<(fs::File, u64)> {
+/// The archive and its (plaintext) length, refusing what cannot be one; an
+/// encrypted one is opened with the installed keys.
+fn open_archive(archive: &Path) -> Result<(Bytes, u64)> {
     crate::atomic::refuse_temp_name(archive)?;
     let file = crate::fsx::open_path(archive)
         .with_context(|| format!("cannot open archive {}", archive.display()))?;
@@ -248,6 +275,21 @@ fn open_archive(archive: &Path) -> Result<(fs::File, u64)> {
         .metadata()
         .with_context(|| format!("cannot open archive {}", archive.display()))?
         .len();
+    let name = archive.display().to_string();
+    match crate::crypt::source::sniff(&file) {
+        crate::crypt::Sealed::Plain => {}
+        crate::crypt::Sealed::Armored => return Err(crate::crypt::source::armored(&name)),
+        crate::crypt::Sealed::Age => {
+            let d = crate::crypt::Decrypted::open(
+                Bytes::Local(file),
+                len,
+                &name,
+                crate::crypt::identity::installed(),
+            )?;
+            let plain = d.len();
+            return Ok((Bytes::Age(d), plain));
+        }
+    }
     let mut magic = [0u8; 4];
     let is_zstd = std::os::unix::fs::FileExt::read_exact_at(&file, &mut magic, 0).is_ok()
         && u32::from_le_bytes(magic) == 0xFD2F_B528;
@@ -257,7 +299,7 @@ fn open_archive(archive: &Path) -> Result<(fs::File, u64)> {
             archive.display()
         );
     }
-    Ok((file, len))
+    Ok((Bytes::Local(file), len))
 }
 
 /// Every member in stream order.

@@ -58,6 +58,30 @@ impl TarSource {
         Ok(TarSource::Frames(Prefetched::new(file, len, 0)?))
     }
 
+    /// An encrypted archive (local or remote), decrypted as it is read and
+    /// decoded frame by frame ahead on a second thread. Only datamig's frames:
+    /// an encrypted foreign stream is refused with the standard tools' way.
+    pub(super) fn open_sealed(
+        d: crate::crypt::Decrypted<super::bytes::Bytes>,
+        archive: &std::path::Path,
+    ) -> Result<TarSource> {
+        let mut head = [0u8; 18];
+        let n = d.read_at(&mut head, 0)?;
+        let framed = matches!(
+            zstd::zstd_safe::get_frame_content_size(&head[..n]),
+            Ok(Some(size)) if size <= FRAME_MAX as u64
+        );
+        if !framed {
+            anyhow::bail!(
+                "{} decrypts to a zstd stream not made of datamig's frames; restore it with `age -d -i KEY {} | tar --zstd -x`",
+                archive.display(),
+                archive.display()
+            );
+        }
+        let len = d.len();
+        Ok(TarSource::Frames(Prefetched::new(d, len, 0)?))
+    }
+
     /// Bytes read from the archive file so far.
     pub fn read_bytes(&self) -> u64 {
         match self {

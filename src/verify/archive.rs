@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::archive::check::{CheckReport, check_archive_with};
+use crate::archive::check::{CheckReport, check_source};
 use crate::archive::{MANIFEST_MEMBER, SHA_SIDECAR, sidecar};
 use crate::entry::{Entry, Problem, hex};
 use crate::frames::{FrameReader, read_index};
@@ -48,6 +48,9 @@ pub struct ArchiveVerifyReport {
     /// An archive with no manifest at all (not made by datamig): what
     /// decoding the whole stream found. `None` when there was a manifest.
     pub foreign: Option<StreamCheck>,
+    /// The archive is age-encrypted (`NAME.tar.zst.age`): the members were
+    /// read through its decryption, `archive_sha256` is the ciphertext's.
+    pub encrypted: bool,
 }
 
 /// One manifest entry that carries a problem.
@@ -130,19 +133,30 @@ pub fn verify_archive(
     progress: &dyn Progress,
 ) -> Result<ArchiveVerifyReport> {
     crate::atomic::refuse_temp_name(archive)?;
-    // Without a key only the ciphertext can be checked (issue 14).
-    if quick && crate::crypt::is_encrypted(&archive.to_string_lossy()) {
-        return crate::crypt::quick::verify_quick(archive);
-    }
     let meta = std::fs::metadata(archive)
         .with_context(|| format!("cannot open archive {}", archive.display()))?;
     if !meta.is_file() {
         bail!("{} is not a file", archive.display());
     }
-    let mut f = File::open(archive)
+    let raw = File::open(archive)
         .with_context(|| format!("cannot open archive {}", archive.display()))?;
+    let name = archive.display().to_string();
+    let sealed = crate::crypt::source::sniff(&raw);
+    if sealed == crate::crypt::Sealed::Age
+        && quick
+        && crate::crypt::identity::installed().is_empty()
+    {
+        return super::sealed::verify_quick_without_key(archive);
+    }
+    let mut f = crate::crypt::Opened::open(raw, meta.len(), &name)?;
+    let encrypted = f.encrypted();
+    let len = f.len(meta.len());
     let mut magic = [0u8; 4];
-    if f.read(&mut magic)? < 4 || u32::from_le_bytes(magic) != 0xFD2F_B528 {
+    let head = f.read_exact(&mut magic);
+    if let (true, Err(e)) = (encrypted, &head) {
+        bail!("{e}");
+    }
+    if head.is_err() || u32::from_le_bytes(magic) != 0xFD2F_B528 {
         bail!(
             "{} is not a zstd stream (empty, or not a datamig archive)",
             archive.display()
@@ -151,7 +165,7 @@ pub fn verify_archive(
     let mut disc = Findings::default();
     let index = read_index(&mut f).ok().flatten();
     let side_path = crate::archive::manifest_sidecar(archive);
-    if index.is_none() && !side_path.exists() {
+    if index.is_none() && !side_path.exists() && !encrypted {
         drop(f);
         return verify_foreign(archive, quick, progress);
     }
@@ -164,9 +178,9 @@ pub fn verify_archive(
         None => Err(anyhow::anyhow!(
             "no archive index at the end of the file (truncated, or not made by datamig)"
         )),
-        Some(ix) => read_embedded(
-            archive,
-            meta.len(),
+        Some(ix) => read_embedded_from(
+            crate::archive::check::ArchiveSource::reopen(&f)?,
+            len,
             ix.manifest_frame_offset,
             ix.manifest_offset_in_frame,
         )
@@ -182,8 +196,7 @@ pub fn verify_archive(
 
     // Streamed and hashed, never read whole: a damaged sidecar may be huge.
     let side: Option<Result<([u8; 32], Manifest)>> = side_path.exists().then(|| {
-        let f = File::open(&side_path)
-            .with_context(|| format!("cannot read {}", side_path.display()))?;
+        let f = super::sealed::open_sidecar(&side_path, encrypted)?;
         let mut r = HashingReader {
             inner: f,
             hasher: Sha256::new(),
@@ -243,9 +256,15 @@ pub fn verify_archive(
             .iter()
             .map(|ix| (ix.manifest_frame_offset, ix.manifest_offset_in_frame))
             .collect();
-        let r = check_archive_with(archive, &entries, &extra, progress)?;
+        let r = check_source(f, len, &entries, &extra, progress)?;
         disc.members(&r, checked_against);
-        (r.archive_sha256.clone(), Some(r))
+        // The `.sha256` sidecar of an encrypted archive covers the ciphertext.
+        let sha = if encrypted {
+            hash_file(archive)?
+        } else {
+            r.archive_sha256.clone()
+        };
+        (sha, Some(r))
     };
 
     let sha_path = sidecar(archive, SHA_SIDECAR);
@@ -291,6 +310,7 @@ pub fn verify_archive(
         discrepancies: disc.all,
         unlisted: disc.unlisted,
         foreign: None,
+        encrypted,
     })
 }
 
@@ -377,6 +397,7 @@ fn verify_foreign(
         discrepancies: disc.all,
         unlisted: disc.unlisted,
         foreign: check,
+        encrypted: false,
     })
 }
 

@@ -6,4 +6,5 @@ pub mod foreign;
 pub mod many;
 pub mod migration;
 pub mod remote;
+pub mod sealed;
 pub mod tree;

@@ -30,6 +30,20 @@ pub fn verify_remote(
     let size = store
         .stat(name)?
         .ok_or_else(|| anyhow::anyhow!("{} does not exist", loc.url_of(name)))?;
+    let encrypted = crate::crypt::source::sniff(&RemoteFile::open(Arc::clone(&store), name)?)
+        == crate::crypt::Sealed::Age;
+    if encrypted && crate::crypt::identity::installed().is_empty() {
+        if !quick {
+            return Err(crate::crypt::source::no_identity(&loc.url_of(name)));
+        }
+        return quick_without_key(&store, loc, name, size, progress);
+    }
+    if encrypted {
+        // A wrong key or a damaged header: refused (exit 2) before any check.
+        let f = RemoteFile::open(Arc::clone(&store), name)?;
+        let url = f.url();
+        crate::crypt::Opened::open(f, size, &url)?;
+    }
     let mut disc = crate::verify::archive::Findings::default();
 
     let embedded = embedded_manifest(&store, name);
@@ -43,6 +57,15 @@ pub fn verify_remote(
 
     let side_name = crate::archive::manifest_sidecar_name(name);
     let side = fetch(&store, &side_name)?.map(|bytes| {
+        let bytes = if encrypted {
+            crate::crypt::source::decrypt_small(
+                &bytes,
+                &loc.url_of(&side_name),
+                &crate::crypt::identity::installed(),
+            )?
+        } else {
+            bytes
+        };
         Manifest::read(&bytes[..])
             .map(|m| (bytes.clone(), m))
             .map_err(|e| anyhow::anyhow!("{}: {e:#}", loc.url_of(&side_name)))
@@ -86,21 +109,101 @@ pub fn verify_remote(
     }
 
     let (archive_sha256, members) = if quick {
-        progress.phase("reading the remote archive", Some(size));
-        let mut h = Sha256::new();
-        store.read_all(name, &mut |b| {
-            h.update(b);
-            progress.advance(0, b.len() as u64);
-        })?;
-        progress.finish();
-        (hex(&h.finalize()), None)
+        (remote_sha256(&store, name, size, progress)?, None)
     } else {
         let r = check_members(&store, name, &entries, checked_against, progress, &mut disc)?;
-        (r.archive_sha256.clone(), Some(r))
+        // The `.sha256` of an encrypted archive covers the ciphertext.
+        let sha = if encrypted {
+            remote_sha256(&store, name, size, progress)?
+        } else {
+            r.archive_sha256.clone()
+        };
+        (sha, Some(r))
     };
 
+    let sidecar_sha256 = sha_sidecar(&store, loc, name, &archive_sha256, &mut disc)?;
+    Ok(ArchiveVerifyReport {
+        report: "verify-archive",
+        version: 1,
+        archive: loc.url_of(name),
+        quick,
+        checked_against,
+        embedded_manifest: embedded_status,
+        sidecar_manifest: sidecar_status,
+        sidecar_sha256,
+        archive_sha256,
+        members,
+        flagged,
+        discrepancies: disc.all,
+        unlisted: disc.unlisted,
+        foreign: None,
+        encrypted,
+    })
+}
+
+/// The SHA-256 of the remote object's bytes, read whole.
+fn remote_sha256(store: &Store, name: &str, size: u64, progress: &dyn Progress) -> Result<String> {
+    progress.phase("reading the remote archive", Some(size));
+    let mut h = Sha256::new();
+    store.read_all(name, &mut |b| {
+        h.update(b);
+        progress.advance(0, b.len() as u64);
+    })?;
+    progress.finish();
+    Ok(hex(&h.finalize()))
+}
+
+/// `verify --quick` of an encrypted remote archive without a key: the
+/// ciphertext against its `.sha256`; what needs the key is "not checked".
+fn quick_without_key(
+    store: &Arc<Store>,
+    loc: &Location,
+    name: &str,
+    size: u64,
+    progress: &dyn Progress,
+) -> Result<ArchiveVerifyReport> {
+    let mut disc = crate::verify::archive::Findings::default();
+    let archive_sha256 = remote_sha256(store, name, size, progress)?;
+    let side_name = crate::archive::manifest_sidecar_name(name);
+    let sidecar_manifest = if store.stat(&side_name)?.is_some() {
+        super::sealed::NOT_CHECKED.to_string()
+    } else {
+        disc.push(format!(
+            "sidecar manifest {} is missing",
+            loc.url_of(&side_name)
+        ));
+        "absent".to_string()
+    };
+    let sidecar_sha256 = sha_sidecar(store, loc, name, &archive_sha256, &mut disc)?;
+    Ok(ArchiveVerifyReport {
+        report: "verify-archive",
+        version: 1,
+        archive: loc.url_of(name),
+        quick: true,
+        checked_against: "none",
+        embedded_manifest: super::sealed::NOT_CHECKED.to_string(),
+        sidecar_manifest,
+        sidecar_sha256,
+        archive_sha256,
+        members: None,
+        flagged: Vec::new(),
+        discrepancies: disc.all,
+        unlisted: disc.unlisted,
+        foreign: None,
+        encrypted: true,
+    })
+}
+
+/// The remote `.sha256` sidecar against `archive_sha256`.
+fn sha_sidecar(
+    store: &Store,
+    loc: &Location,
+    name: &str,
+    archive_sha256: &str,
+    disc: &mut crate::verify::archive::Findings,
+) -> Result<String> {
     let sha_name = format!("{name}{SHA_SIDECAR}");
-    let sidecar_sha256 = match fetch(&store, &sha_name)? {
+    Ok(match fetch(store, &sha_name)? {
         None => {
             disc.push(format!("{} is missing", loc.url_of(&sha_name)));
             "absent".to_string()
@@ -121,22 +224,6 @@ pub fn verify_remote(
                 "mismatch".to_string()
             }
         }
-    };
-    Ok(ArchiveVerifyReport {
-        report: "verify-archive",
-        version: 1,
-        archive: loc.url_of(name),
-        quick,
-        checked_against,
-        embedded_manifest: embedded_status,
-        sidecar_manifest: sidecar_status,
-        sidecar_sha256,
-        archive_sha256,
-        members,
-        flagged,
-        discrepancies: disc.all,
-        unlisted: disc.unlisted,
-        foreign: None,
     })
 }
 
@@ -152,8 +239,11 @@ fn check_members(
     disc: &mut crate::verify::archive::Findings,
 ) -> Result<CheckReport> {
     let file = RemoteFile::open(Arc::clone(store), name)?;
-    let len = file.len();
-    let mut probe = file.clone();
+    let url = file.url();
+    let cipher_len = file.len();
+    let file = crate::crypt::Opened::open(file, cipher_len, &url)?;
+    let len = file.len(cipher_len);
+    let mut probe = crate::archive::check::ArchiveSource::reopen(&file)?;
     let extra: Vec<(u64, u64)> = read_index(&mut probe)
         .ok()
         .flatten()
