@@ -678,3 +678,79 @@ fn a_killed_commit_of_an_encrypted_archive_recovers_without_a_key() {
         assert_eq!(tree_of(&back), tree_of(&root.join("data")));
     }
 }
+
+#[test]
+fn encrypted_nightly_backups_off_site_keep_remote_retention_and_restore_with_the_key() {
+    let t = common::tempdir();
+    let root = v2_root(t.path());
+    let dest = t.path().join("backups");
+    let (key, public) = age_key(t.path());
+    let moto = Moto::start("offsite");
+    let to = moto.url("nightly");
+    for n in 1..=4 {
+        let mut c = common::cmd([
+            os("--root"),
+            root.as_os_str(),
+            os("-q"),
+            os("--json"),
+            os("backup"),
+            os("--dest"),
+            dest.as_os_str(),
+            os("--to"),
+            os(&to),
+            os("--now"),
+            os(&common::night(n)),
+            os("--keep-last"),
+            os("1"),
+            os("--remote-keep-last"),
+            os("2"),
+        ]);
+        c.env("DATAMIG_ENCRYPT_TO", &public)
+            .env_remove("DATAMIG_RECIPIENTS_FILE");
+        moto.env(&mut c);
+        let (rc, rep, err) = run_json(&mut c);
+        assert_eq!(rc, 0, "night {n}: {err}\n{rep}");
+        assert_eq!(rep["remote"]["remote_verify"], "passed", "night {n}: {rep}");
+        let rr = &rep["remote_retention"];
+        assert_eq!(rr["ignored"], serde_json::json!([]), "night {n}: {rr}");
+        if n == 3 {
+            let removed = format!("{}.age", common::night_name(1));
+            assert_eq!(rr["removed"], serde_json::json!([removed]), "{rr}");
+        }
+    }
+    // The remote holds exactly the two newest encrypted copies, each with
+    // both (encrypted) sidecars, and no plaintext.
+    let mut want: Vec<String> = [3, 4]
+        .iter()
+        .flat_map(|n| the_three(&format!("{}.age", common::night_name(*n))))
+        .map(|k| format!("nightly/{k}"))
+        .collect();
+    want.sort();
+    assert_eq!(moto.keys(&moto.bucket), want);
+
+    // Only the key holder reads the copy: without it the restore says what is
+    // missing; with it one file comes back from the URL.
+    let newest = format!("{to}/{}.age", common::night_name(4));
+    let out = t.path().join("restored");
+    let mut c = common::cmd([
+        os("--json"),
+        os("restore"),
+        os(&newest),
+        os("--to"),
+        out.as_os_str(),
+        os("instances/a/diary.md"),
+    ]);
+    c.env_remove("DATAMIG_IDENTITY");
+    moto.env(&mut c);
+    let (rc, _, err) = run_json(&mut c);
+    assert_eq!(rc, 2, "{err}");
+    assert!(err.contains("--identity"), "{err}");
+    assert!(!out.exists());
+    c.env("DATAMIG_IDENTITY", &key);
+    let (rc, rep, err) = run_json(&mut c);
+    assert_eq!(rc, 0, "{err}\n{rep}");
+    assert_eq!(
+        std::fs::read(out.join("instances/a/diary.md")).unwrap(),
+        format!("{MARKER}\n").as_bytes()
+    );
+}
