@@ -859,7 +859,6 @@ pub fn verify_archives(w: &mut Out, r: &crate::verify::many::ManyReport) -> io::
 }
 
 pub fn backup(w: &mut Out, r: &crate::commands::backup::BackupReport) -> io::Result<()> {
-    use crate::backup::retention::Action;
     let o = w.info();
     if r.dry_run {
         writeln!(
@@ -924,20 +923,7 @@ pub fn backup(w: &mut Out, r: &crate::commands::backup::BackupReport) -> io::Res
     if r.decisions.is_empty() {
         writeln!(o, "  no backups")?;
     }
-    let remove = if r.dry_run { "would remove" } else { "remove" };
-    let width = r.decisions.iter().map(|d| d.name.len()).max().unwrap_or(0);
-    for d in &r.decisions {
-        let verb = match d.action {
-            Action::Keep => "keep",
-            Action::Remove => remove,
-        };
-        writeln!(
-            o,
-            "  {verb:<12} {:<width$}  {}",
-            d.name,
-            d.reasons.join("; ")
-        )?;
-    }
+    retention_decisions(o, &r.decisions, r.dry_run)?;
     list(
         w.info(),
         "Not datamig backups, left alone",
@@ -988,7 +974,6 @@ fn remote_retention(
     w: &mut Out,
     r: &crate::backup::remote_retention::RemoteRetention,
 ) -> io::Result<()> {
-    use crate::backup::retention::Action;
     let o = w.info();
     writeln!(
         o,
@@ -998,20 +983,7 @@ fn remote_retention(
     if let Some(n) = &r.newest_verified {
         writeln!(o, "  newest copy that passes verify --quick: {n}")?;
     }
-    let remove = if r.dry_run { "would remove" } else { "remove" };
-    let width = r.decisions.iter().map(|d| d.name.len()).max().unwrap_or(0);
-    for d in &r.decisions {
-        let verb = match d.action {
-            Action::Keep => "keep",
-            Action::Remove => remove,
-        };
-        writeln!(
-            o,
-            "  {verb:<12} {:<width$}  {}",
-            d.name,
-            d.reasons.join("; ")
-        )?;
-    }
+    retention_decisions(o, &r.decisions, r.dry_run)?;
     list(
         w.info(),
         "Remote copies held by Object Lock",
@@ -1208,6 +1180,30 @@ fn refs_gate(w: &mut Out, g: &crate::refs::RefsGate) -> io::Result<()> {
     // Keeps the lists apart from the removal line that follows.
     if !g.blocking.is_empty() || !g.warnings.is_empty() || !g.unreadable.is_empty() {
         writeln!(w.info())?;
+    }
+    Ok(())
+}
+
+/// One line per backup: keep or (would) remove, the name, and why.
+fn retention_decisions(
+    o: &mut dyn Write,
+    decisions: &[crate::backup::retention::Decision],
+    dry_run: bool,
+) -> io::Result<()> {
+    use crate::backup::retention::Action;
+    let remove = if dry_run { "would remove" } else { "remove" };
+    let width = decisions.iter().map(|d| d.name.len()).max().unwrap_or(0);
+    for d in decisions {
+        let verb = match d.action {
+            Action::Keep => "keep",
+            Action::Remove => remove,
+        };
+        writeln!(
+            o,
+            "  {verb:<12} {:<width$}  {}",
+            d.name,
+            d.reasons.join("; ")
+        )?;
     }
     Ok(())
 }

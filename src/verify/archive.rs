@@ -267,33 +267,7 @@ pub fn verify_archive(
         (sha, Some(r))
     };
 
-    let sha_path = sidecar(archive, SHA_SIDECAR);
-    let sidecar_sha256 = match std::fs::read(&sha_path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            disc.push(format!("{} is missing", sha_path.display()));
-            "absent".to_string()
-        }
-        Err(e) => {
-            disc.push(format!("cannot read {}: {e}", sha_path.display()));
-            format!("unreadable: {e}")
-        }
-        Ok(text) => {
-            let recorded = String::from_utf8_lossy(&text)
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_string();
-            if recorded == archive_sha256 {
-                "ok".to_string()
-            } else {
-                disc.push(format!(
-                    "archive SHA-256 {archive_sha256} does not match {} ({recorded})",
-                    sha_path.display()
-                ));
-                "mismatch".to_string()
-            }
-        }
-    };
+    let sidecar_sha256 = local_sha_sidecar(archive, &archive_sha256, &mut disc);
 
     Ok(ArchiveVerifyReport {
         report: "verify-archive",
@@ -468,4 +442,53 @@ pub fn hash_file(p: &Path) -> Result<String> {
         h.update(&buf[..n]);
     }
     Ok(hex(&h.finalize()))
+}
+
+/// The local `.sha256` sidecar's verdict on `archive_sha256` (see
+/// [`sha_sidecar_status`]).
+pub(crate) fn local_sha_sidecar(
+    archive: &Path,
+    archive_sha256: &str,
+    disc: &mut Findings,
+) -> String {
+    let sha_path = sidecar(archive, SHA_SIDECAR);
+    sha_sidecar_status(
+        std::fs::read(&sha_path),
+        archive_sha256,
+        &sha_path.display().to_string(),
+        disc,
+    )
+}
+
+/// What a `.sha256` sidecar (its bytes as read, shown as `shown`) says of an
+/// archive hashing to `archive_sha256`: "ok", or "absent", "unreadable: …"
+/// or "mismatch", each of those also a finding.
+pub(crate) fn sha_sidecar_status(
+    read: std::io::Result<Vec<u8>>,
+    archive_sha256: &str,
+    shown: &str,
+    disc: &mut Findings,
+) -> String {
+    match read {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            disc.push(format!("{shown} is missing"));
+            "absent".to_string()
+        }
+        Err(e) => {
+            disc.push(format!("cannot read {shown}: {e}"));
+            format!("unreadable: {e}")
+        }
+        Ok(text) => {
+            let text = String::from_utf8_lossy(&text);
+            let recorded = text.split_whitespace().next().unwrap_or("");
+            if recorded == archive_sha256 {
+                "ok".to_string()
+            } else {
+                disc.push(format!(
+                    "archive SHA-256 {archive_sha256} does not match {shown} ({recorded})"
+                ));
+                "mismatch".to_string()
+            }
+        }
+    }
 }

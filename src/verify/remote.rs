@@ -203,28 +203,14 @@ fn sha_sidecar(
     disc: &mut crate::verify::archive::Findings,
 ) -> Result<String> {
     let sha_name = format!("{name}{SHA_SIDECAR}");
-    Ok(match fetch(store, &sha_name)? {
-        None => {
-            disc.push(format!("{} is missing", loc.url_of(&sha_name)));
-            "absent".to_string()
-        }
-        Some(text) => {
-            let recorded = String::from_utf8_lossy(&text)
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_string();
-            if recorded == archive_sha256 {
-                "ok".to_string()
-            } else {
-                disc.push(format!(
-                    "archive SHA-256 {archive_sha256} does not match {} ({recorded})",
-                    loc.url_of(&sha_name)
-                ));
-                "mismatch".to_string()
-            }
-        }
-    })
+    let read =
+        fetch(store, &sha_name)?.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound));
+    Ok(crate::verify::archive::sha_sidecar_status(
+        read,
+        archive_sha256,
+        &loc.url_of(&sha_name),
+        disc,
+    ))
 }
 
 /// Every member decoded and hashed against the manifest, as a local verify

@@ -8,7 +8,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::archive::{ArchiveVerifyReport, Findings, hash_file};
-use crate::archive::{SHA_SIDECAR, sidecar};
 
 /// What the report says of each check that needs the key.
 pub const NOT_CHECKED: &str = "not checked without a key";
@@ -38,33 +37,7 @@ pub fn verify_quick_without_key(archive: &Path) -> Result<ArchiveVerifyReport> {
     } else {
         NOT_CHECKED.to_string()
     };
-    let sha_path = sidecar(archive, SHA_SIDECAR);
-    let sidecar_sha256 = match std::fs::read(&sha_path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            disc.push(format!("{} is missing", sha_path.display()));
-            "absent".to_string()
-        }
-        Err(e) => {
-            disc.push(format!("cannot read {}: {e}", sha_path.display()));
-            format!("unreadable: {e}")
-        }
-        Ok(text) => {
-            let recorded = String::from_utf8_lossy(&text)
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_string();
-            if recorded == archive_sha256 {
-                "ok".to_string()
-            } else {
-                disc.push(format!(
-                    "archive SHA-256 {archive_sha256} does not match {} ({recorded}): the encrypted file changed since it was written",
-                    sha_path.display()
-                ));
-                "mismatch".to_string()
-            }
-        }
-    };
+    let sidecar_sha256 = super::archive::local_sha_sidecar(archive, &archive_sha256, &mut disc);
     Ok(ArchiveVerifyReport {
         report: "verify-archive",
         version: 1,
