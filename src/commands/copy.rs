@@ -105,6 +105,38 @@ pub struct CopyReport {
 }
 
 impl CopyReport {
+    /// The report once the three uploads are done, before the read-back
+    /// proof fills `remote_*` (and `remote_verify`, "FAILED" until then).
+    fn uploaded(
+        opts: &CopyOptions,
+        local: &Local,
+        uploaded: Vec<Copied>,
+        aborted_uploads: Vec<String>,
+        started: std::time::Instant,
+    ) -> CopyReport {
+        CopyReport {
+            report: "copy",
+            version: crate::summary::REPORT_VERSION,
+            archive: local.archive.display().to_string(),
+            to: opts.to.url(),
+            archive_sha256: local.sha256.clone(),
+            encrypted: false,
+            recipients: 0,
+            encrypted_sha256: None,
+            bytes: local.size,
+            uploaded,
+            remote_sha256: String::new(),
+            remote_bytes: 0,
+            remote_verify: "FAILED",
+            aborted_uploads,
+            discrepancies: Vec::new(),
+            lock_mode: opts.lock.map(|l| l.mode),
+            locked_until: opts.lock.map(|l| rfc3339(l.until)),
+            upload_seconds: started.elapsed().as_secs_f64(),
+            seconds: 0.0,
+        }
+    }
+
     pub fn clean(&self) -> bool {
         self.discrepancies.is_empty()
     }
@@ -232,27 +264,8 @@ pub fn run_with(opts: &CopyOptions, progress: &dyn Progress) -> Result<CopyRepor
             bytes: bytes.len() as u64,
         });
     }
-    let mut report = CopyReport {
-        report: "copy",
-        version: crate::summary::REPORT_VERSION,
-        archive: local.archive.display().to_string(),
-        to: opts.to.url(),
-        archive_sha256: local.sha256.clone(),
-        encrypted: crate::crypt::is_encrypted(&local.name),
-        recipients: 0,
-        encrypted_sha256: None,
-        bytes: local.size,
-        uploaded,
-        remote_sha256: String::new(),
-        remote_bytes: 0,
-        remote_verify: "FAILED",
-        aborted_uploads,
-        discrepancies: Vec::new(),
-        lock_mode: opts.lock.map(|l| l.mode),
-        locked_until: opts.lock.map(|l| rfc3339(l.until)),
-        upload_seconds: started.elapsed().as_secs_f64(),
-        seconds: 0.0,
-    };
+    let mut report = CopyReport::uploaded(opts, &local, uploaded, aborted_uploads, started);
+    report.encrypted = crate::crypt::is_encrypted(&local.name);
     progress.phase("proving", Some(local.size));
     prove(&store, &local, &mut report, progress)?;
     progress.finish();
@@ -434,27 +447,10 @@ fn run_encrypted(
         });
     }
     let sha_hex = hex(&sha);
-    let mut report = CopyReport {
-        report: "copy",
-        version: crate::summary::REPORT_VERSION,
-        archive: local.archive.display().to_string(),
-        to: opts.to.url(),
-        archive_sha256: local.sha256.clone(),
-        encrypted: true,
-        recipients: recipients.len(),
-        encrypted_sha256: Some(sha_hex.clone()),
-        bytes: local.size,
-        uploaded,
-        remote_sha256: String::new(),
-        remote_bytes: 0,
-        remote_verify: "FAILED",
-        aborted_uploads,
-        discrepancies: Vec::new(),
-        lock_mode: opts.lock.map(|l| l.mode),
-        locked_until: opts.lock.map(|l| rfc3339(l.until)),
-        upload_seconds: started.elapsed().as_secs_f64(),
-        seconds: 0.0,
-    };
+    let mut report = CopyReport::uploaded(opts, local, uploaded, aborted_uploads, started);
+    report.encrypted = true;
+    report.recipients = recipients.len();
+    report.encrypted_sha256 = Some(sha_hex.clone());
     let expect = Expected {
         name: &name,
         size,

@@ -66,6 +66,47 @@ pub struct FlaggedEntry {
 }
 
 /// The entries of `entries` that carry a problem.
+/// [`flagged_entries`], each also a finding: an archive of them is not a
+/// complete copy.
+pub(crate) fn flagged_findings(entries: &[Entry], disc: &mut Findings) -> Vec<FlaggedEntry> {
+    let flagged = flagged_entries(entries);
+    for f in &flagged {
+        disc.listed(format!(
+            "not a complete copy: {}: {} (recorded in the manifest)",
+            f.path, f.note
+        ));
+    }
+    flagged
+}
+
+/// The sidecar manifest's verdict, from what reading it gave: absent, not
+/// usable (the error), or read — and then whether it equals the embedded
+/// manifest (`None` when that one is unusable).
+pub(crate) fn sidecar_manifest_status(
+    shown: &str,
+    agreement: Option<Result<Option<bool>, String>>,
+    disc: &mut Findings,
+) -> String {
+    match agreement {
+        None => {
+            disc.push(format!("sidecar manifest {shown} is missing"));
+            "absent".to_string()
+        }
+        Some(Err(e)) => {
+            disc.push(format!("sidecar manifest: {e}"));
+            e
+        }
+        Some(Ok(Some(true))) => "agrees".to_string(),
+        Some(Ok(Some(false))) => {
+            disc.push(format!(
+                "sidecar manifest {shown} differs from the manifest inside the archive"
+            ));
+            "differs".to_string()
+        }
+        Some(Ok(None)) => "ok (embedded manifest unusable)".to_string(),
+    }
+}
+
 pub fn flagged_entries(entries: &[Entry]) -> Vec<FlaggedEntry> {
     entries
         .iter()
@@ -205,30 +246,16 @@ pub fn verify_archive(
         std::io::copy(&mut r, &mut std::io::sink())?;
         Ok((r.hasher.finalize().into(), m))
     });
-    let sidecar_status = match (&side, &embedded) {
-        (None, _) => {
-            disc.push(format!(
-                "sidecar manifest {} is missing",
-                side_path.display()
-            ));
-            "absent".to_string()
-        }
-        (Some(Err(e)), _) => {
-            disc.push(format!("sidecar manifest: {e:#}"));
-            format!("{e:#}")
-        }
-        (Some(Ok((sh, _))), Ok((eb, _))) if *sh == <[u8; 32]>::from(Sha256::digest(eb)) => {
-            "agrees".to_string()
-        }
-        (Some(Ok(_)), Ok(_)) => {
-            disc.push(format!(
-                "sidecar manifest {} differs from the manifest inside the archive",
-                side_path.display()
-            ));
-            "differs".to_string()
-        }
-        (Some(Ok(_)), Err(_)) => "ok (embedded manifest unusable)".to_string(),
-    };
+    let agreement = side.as_ref().map(|s| {
+        s.as_ref()
+            .map(|(sh, _)| {
+                let embedded = embedded.as_ref().ok();
+                embedded.map(|(eb, _)| *sh == <[u8; 32]>::from(Sha256::digest(eb)))
+            })
+            .map_err(|e| format!("{e:#}"))
+    });
+    let sidecar_status =
+        sidecar_manifest_status(&side_path.display().to_string(), agreement, &mut disc);
 
     // Without any manifest the members are still walked, so the report can
     // name the last intact one.
@@ -241,13 +268,7 @@ pub fn verify_archive(
         }
     };
 
-    let flagged = flagged_entries(&entries);
-    for f in &flagged {
-        disc.listed(format!(
-            "not a complete copy: {}: {} (recorded in the manifest)",
-            f.path, f.note
-        ));
-    }
+    let flagged = flagged_findings(&entries, &mut disc);
 
     let (archive_sha256, members) = if quick {
         (hash_file(archive)?, None)

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 
-use super::archive::{ArchiveVerifyReport, flagged_entries};
+use super::archive::{ArchiveVerifyReport, flagged_findings, sidecar_manifest_status};
 use crate::archive::SHA_SIDECAR;
 use crate::archive::check::{CheckReport, check_source};
 use crate::commands::remote_list::embedded_manifest;
@@ -70,28 +70,12 @@ pub fn verify_remote(
             .map(|m| (bytes.clone(), m))
             .map_err(|e| anyhow::anyhow!("{}: {e:#}", loc.url_of(&side_name)))
     });
-    let sidecar_status = match (&side, &embedded) {
-        (None, _) => {
-            disc.push(format!(
-                "sidecar manifest {} is missing",
-                loc.url_of(&side_name)
-            ));
-            "absent".to_string()
-        }
-        (Some(Err(e)), _) => {
-            disc.push(format!("sidecar manifest: {e:#}"));
-            format!("{e:#}")
-        }
-        (Some(Ok((sb, _))), Ok((_, eb, _))) if sb == eb => "agrees".to_string(),
-        (Some(Ok(_)), Ok(_)) => {
-            disc.push(format!(
-                "sidecar manifest {} differs from the manifest inside the archive",
-                loc.url_of(&side_name)
-            ));
-            "differs".to_string()
-        }
-        (Some(Ok(_)), Err(_)) => "ok (embedded manifest unusable)".to_string(),
-    };
+    let agreement = side.as_ref().map(|s| {
+        s.as_ref()
+            .map(|(sb, _)| embedded.as_ref().ok().map(|(_, eb, _)| sb == eb))
+            .map_err(|e| format!("{e:#}"))
+    });
+    let sidecar_status = sidecar_manifest_status(&loc.url_of(&side_name), agreement, &mut disc);
     let (checked_against, entries) = match (embedded, side) {
         (Ok((m, _, _)), _) => ("embedded", m.entries),
         (Err(_), Some(Ok((_, m)))) => ("sidecar", m.entries),
@@ -100,13 +84,7 @@ pub fn verify_remote(
             ("none", Vec::new())
         }
     };
-    let flagged = flagged_entries(&entries);
-    for f in &flagged {
-        disc.listed(format!(
-            "not a complete copy: {}: {} (recorded in the manifest)",
-            f.path, f.note
-        ));
-    }
+    let flagged = flagged_findings(&entries, &mut disc);
 
     let (archive_sha256, members) = if quick {
         (remote_sha256(&store, name, size, progress)?, None)
