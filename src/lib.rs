@@ -11,6 +11,7 @@ pub mod crypt;
 pub mod entry;
 pub mod frames;
 pub mod fsx;
+pub mod hashing;
 pub mod layout;
 pub mod manifest;
 mod manifest_line;

@@ -13,6 +13,7 @@ use crate::archive::write::hash_zeros;
 use crate::archive::{MANIFEST_MEMBER, SUMS_MEMBER};
 use crate::entry::{Entry, Kind, hex};
 use crate::frames::{Damage, FrameReader};
+use crate::hashing::Hashed;
 use crate::progress::Progress;
 use crate::summary::PathNote;
 use crate::tarfmt::{MemberKind, TarReader};
@@ -29,10 +30,13 @@ pub struct CheckReport {
     /// Problems with the archive as a whole (truncation, damaged stream, embedded manifest).
     pub stream: Vec<String>,
     pub archive_sha256: String,
+    /// Size and SHA-256 of the `.datamig/` members as read back: the
+    /// archive command compares them with what it wrote, without holding
+    /// either in memory (tens of MiB at 200,000 entries).
     #[serde(skip)]
-    pub embedded_manifest: Option<Vec<u8>>,
+    pub embedded_manifest: Option<Hashed>,
     #[serde(skip)]
-    pub embedded_sums: Option<Vec<u8>>,
+    pub embedded_sums: Option<Hashed>,
 }
 
 impl CheckReport {
@@ -43,8 +47,6 @@ impl CheckReport {
             && self.stream.is_empty()
     }
 }
-
-const MAX_EMBEDDED: u64 = 4 << 30;
 
 /// Where the stream can be entered again after a damaged frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -319,14 +321,15 @@ fn check_next<R: Read>(
     let h = found.header;
     let name = String::from_utf8_lossy(&h.path).into_owned();
     if h.path == MANIFEST_MEMBER.as_bytes() || h.path == SUMS_MEMBER.as_bytes() {
-        if h.size > MAX_EMBEDDED {
-            anyhow::bail!("{name} declares {} bytes; refusing to load it", h.size);
-        }
-        let mut data = Vec::with_capacity(h.size as usize);
+        let mut hasher = Sha256::new();
         tar.read_data(&h, |_, b| {
-            data.extend_from_slice(b);
+            hasher.update(b);
             Ok(())
         })?;
+        let data = Hashed {
+            size: h.size,
+            sha256: hasher.finalize().into(),
+        };
         if h.path == MANIFEST_MEMBER.as_bytes() {
             report.embedded_manifest = Some(data);
         } else {

@@ -55,12 +55,12 @@
 //! dead run had removed nothing: `--remove-source` runs after the commit).
 
 use std::ffi::OsStr;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::hashing::Hashing;
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
 
 use crate::archive::SHA_SIDECAR;
 use crate::atomic::{AtomicFile, TMP_INFIX, commit_all, pid_alive, stale_temp_pid};
@@ -113,21 +113,9 @@ fn read_small(dir: &Dir, name: &[u8], max: u64) -> Option<Vec<u8>> {
 
 fn sha256_of(dir: &Dir, name: &[u8]) -> Option<[u8; 32]> {
     let mut f = dir.open_file(name).ok()?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut HashWriter(&mut h)).ok()?;
-    Some(h.finalize().into())
-}
-
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    let mut h = Hashing::counting();
+    std::io::copy(&mut f, &mut h).ok()?;
+    Some(h.done().1)
 }
 
 /// The manifest stored inside a temporary archive, found through its index.

@@ -1,15 +1,16 @@
 //! Where the archive is written: one pass over the scanned entries, each file
 //! read once, its SHA-256 taken over exactly the bytes put into the tar stream.
 
-use std::io::{ErrorKind, Read, Seek, SeekFrom};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use sha2::{Digest, Sha256};
 
 use crate::entry::{Entry, FramePos, Kind};
 use crate::frames::{FrameWriter, Mark};
 use crate::fsx::{self, Dir};
+use crate::hashing::{Hashed, Hashing};
 use crate::progress::Progress;
 use crate::scan::problem;
 use crate::tarfmt::{
@@ -165,8 +166,17 @@ fn put_simple(
     Ok(m)
 }
 
-/// Append one in-memory file (the `.datamig/` members).
-pub fn put_bytes(fw: &mut FrameWriter, path: &[u8], data: &[u8], mtime: i64) -> Result<Mark> {
+/// Append a file that `fill` writes (the `.datamig/` members, streamed
+/// rather than held in memory). `fill` must write the bytes `expect`
+/// describes (a first run of it into [`Hashing::counting`]): the tar header
+/// with that size is out before it runs.
+pub fn put_stream(
+    fw: &mut FrameWriter,
+    path: &[u8],
+    expect: Hashed,
+    mtime: i64,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<Mark> {
     let h = MemberHeader {
         path: path.to_vec(),
         kind: MemberKind::File,
@@ -174,17 +184,40 @@ pub fn put_bytes(fw: &mut FrameWriter, path: &[u8], data: &[u8], mtime: i64) -> 
         uid: 0,
         gid: 0,
         mtime,
-        size: data.len() as u64,
+        size: expect.size,
         link: None,
         sparse: None,
     };
     let enc = encode_header(&h);
-    fw.boundary_for((enc.len() + data.len()) as u64)?;
+    fw.boundary_for(enc.len() as u64 + expect.size)?;
     let m = fw.mark();
     fw.write_all(&enc)?;
-    fw.write_all(data)?;
-    fw.write_all(&vec![0u8; padding(data.len() as u64)])?;
+    let mut w = Hashing::new(Frames(fw));
+    fill(&mut w)?;
+    let (fw, got) = w.hashed();
+    if got != expect {
+        bail!(
+            "{} came out differently on its second writing ({} bytes, {} the first time)",
+            String::from_utf8_lossy(path),
+            got.size,
+            expect.size
+        );
+    }
+    fw.0.write_all(&vec![0u8; padding(got.size)])?;
     Ok(m)
+}
+
+/// `FrameWriter` as an `io::Write`.
+struct Frames<'a>(&'a mut FrameWriter);
+
+impl Write for Frames<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Returns `None` (with a problem on the entry) when the file could not be

@@ -14,7 +14,7 @@ use crate::archive::gates::{
     self, Check, GateResult, Gates, Override, Overrides, PolicyInput, Verdict,
 };
 use crate::archive::remove::{BaseDir, Removal, remove_archived};
-use crate::archive::write::{put_bytes, resolve_positions, write_members};
+use crate::archive::write::{put_stream, resolve_positions, write_members};
 use crate::archive::{
     EXTENSION, MANIFEST_MEMBER, SHA_SIDECAR, SUMS_MEMBER, Source, create_dest, date_stamp,
     resolve_source, sidecar,
@@ -24,6 +24,7 @@ use crate::crypt::Recipients;
 use crate::crypt::writer::{ReadBack, Sealer};
 use crate::entry::{Entry, hex};
 use crate::frames::{ArchiveIndex, FrameWriter};
+use crate::hashing::Hashing;
 use crate::layout::{Layout, build_globset};
 use crate::manifest::{Header, write_manifest};
 use crate::progress::Progress;
@@ -270,11 +271,26 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         .collect();
     let mut header = Header::new(&src.base, &opts.layout.name, created, scope);
     header.exclude = src.excludes.iter().chain(&opts.excludes).cloned().collect();
-    let (manifest_bytes, trailer) = write_manifest(Vec::new(), &header, &entries)?;
-    let sums = sums_file(&entries);
+    // The manifest and SHA256SUMS are written out twice each (sized and
+    // hashed first, for their tar headers) instead of held in memory.
+    let manifest = |w: &mut dyn Write| write_manifest(w, &header, &entries).map(|(_, t)| t);
+    let mut count = Hashing::counting();
+    let trailer = manifest(&mut count)?;
+    let (_, manifest_hashed) = count.hashed();
+    let mut count = Hashing::counting();
+    write_sums(&entries, &mut count)?;
+    let (_, sums_hashed) = count.hashed();
     let now = jiff::Timestamp::now().as_second();
-    let mmark = put_bytes(&mut fw, MANIFEST_MEMBER.as_bytes(), &manifest_bytes, now)?;
-    put_bytes(&mut fw, SUMS_MEMBER.as_bytes(), &sums, now)?;
+    let mmark = put_stream(
+        &mut fw,
+        MANIFEST_MEMBER.as_bytes(),
+        manifest_hashed,
+        now,
+        |w| manifest(w).map(drop),
+    )?;
+    put_stream(&mut fw, SUMS_MEMBER.as_bytes(), sums_hashed, now, |w| {
+        write_sums(&entries, w)
+    })?;
     fw.write_all(&END_OF_ARCHIVE)?;
     let offsets = fw.sync()?;
     let index = ArchiveIndex {
@@ -282,7 +298,7 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         version: crate::frames::LAYOUT_VERSION,
         manifest_frame_offset: offsets[mmark.frame as usize],
         manifest_offset_in_frame: mmark.offset_in_frame,
-        manifest_size: manifest_bytes.len() as u64,
+        manifest_size: manifest_hashed.size,
         index_offset: 0,
         frames: offsets.len() as u64,
     };
@@ -299,9 +315,13 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     let archive_sha256 = hex(&finished.sha256);
     let (verify, verify_report) = if opts.verify {
         let mut r = read_back(&out, readback.as_ref(), &entries, progress)?;
-        if r.embedded_manifest.as_deref() != Some(&manifest_bytes[..]) {
+        if r.embedded_manifest != Some(manifest_hashed) {
             r.stream
                 .push("the embedded manifest differs from the one written".into());
+        }
+        if r.embedded_sums != Some(sums_hashed) {
+            r.stream
+                .push("the embedded SHA256SUMS differs from the one written".into());
         }
         if r.archive_sha256 != archive_sha256 {
             r.stream.push(format!(
@@ -328,15 +348,29 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         .as_bytes()
         .to_vec();
     let mut m = AtomicFile::create(&manifest_path, 0o600, true)?;
-    match &opts.recipients {
+    let side = match &opts.recipients {
         // File names are sensitive: the sidecar is encrypted to the same
         // recipients (not to the read-back key, which nothing reads it with).
         Some(r) => {
-            let (mut w, seal) = crate::crypt::writer::encrypt_to(r, None, &mut m)?;
-            w.write_all(&manifest_bytes)?;
+            let (w, seal) = crate::crypt::writer::encrypt_to(r, None, &mut m)?;
+            let mut w = Hashing::new(w);
+            manifest(&mut w)?;
             seal.finish()?;
+            w.hashed().1
         }
-        None => m.write_all(&manifest_bytes)?,
+        None => {
+            let mut w = Hashing::new(std::io::BufWriter::with_capacity(1 << 16, &mut m));
+            manifest(&mut w)?;
+            let (mut b, h) = w.hashed();
+            b.flush()?;
+            h
+        }
+    };
+    if side != manifest_hashed {
+        bail!(
+            "the manifest came out differently for {} than inside the archive; nothing was kept",
+            manifest_path.display()
+        );
     }
     let mut s = AtomicFile::create(&sha_path, 0o600, true)?;
     s.write_all(&sha256sum_line(&file_sha256, &name))?;
@@ -569,7 +603,8 @@ fn skipped_notes(entries: &[Entry]) -> Vec<PathNote> {
         .collect()
 }
 
-fn sums_file(entries: &[Entry]) -> Vec<u8> {
+/// The SHA256SUMS member: `sha256sum -c` lines for every archived file.
+fn write_sums(entries: &[Entry], out: &mut dyn Write) -> Result<()> {
     use crate::entry::Kind;
     let hash_of = |e: &Entry| match e.kind {
         Kind::File => e.sha256,
@@ -582,13 +617,12 @@ fn sums_file(entries: &[Entry]) -> Vec<u8> {
         }
         _ => None,
     };
-    let mut out = Vec::new();
     for e in entries.iter().filter(|e| e.pos.is_some()) {
         if let Some(h) = hash_of(e) {
-            out.extend_from_slice(&sha256sum_line(&h, &e.path));
+            out.write_all(&sha256sum_line(&h, &e.path))?;
         }
     }
-    out
+    Ok(())
 }
 
 fn secrets_in(layout: &Layout, src: &Source, entries: &[Entry]) -> Result<Vec<String>> {

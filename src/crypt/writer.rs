@@ -19,44 +19,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, anyhow};
-use sha2::{Digest, Sha256};
-
 use super::recipients::Recipients;
-
-/// Counts and hashes what goes to `inner`.
-pub struct Hashing<W> {
-    inner: W,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl<W: Write> Hashing<W> {
-    pub fn new(inner: W) -> Self {
-        Hashing {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
-    }
-
-    /// The writer, the SHA-256 and the number of bytes written.
-    pub fn done(self) -> (W, [u8; 32], u64) {
-        (self.inner, self.hasher.finalize().into(), self.len)
-    }
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
+use crate::hashing::Hashing;
+use anyhow::{Context, Result, anyhow};
 
 type Stream<W> = age::stream::StreamWriter<Hashing<W>>;
 
@@ -353,6 +318,7 @@ impl crate::archive::check::ArchiveSource for Plaintext {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn the_encrypting_reader_knows_its_size_and_hash_and_decrypts() {
