@@ -776,6 +776,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 overwrite: a.overwrite,
                 same_owner: !a.no_same_owner,
                 remote: crate::remote::Location::parse_archive_url(&a.archive.to_string_lossy())?,
+                threads: g.threads(),
             };
             let progress = progress::for_cli(g.quiet);
             let r = crate::restore::restore(&opts, progress.as_ref())?;

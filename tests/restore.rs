@@ -1116,3 +1116,119 @@ fn list_reads_the_sidecar_or_the_embedded_manifest() {
         "stdout does not explain:\n{text}"
     );
 }
+
+/// Kind, bytes, mode and mtime of each path (not the inode).
+type Contents = BTreeMap<Vec<u8>, (FileKind, Vec<u8>, u32, i64)>;
+
+/// A report and tree with the run-dependent fields set aside.
+fn comparable(mut v: Value, to: &Path) -> (Value, Contents) {
+    v["to"] = Value::Null;
+    v["seconds"] = Value::Null;
+    let tree = snapshot(to)
+        .into_iter()
+        .map(|(k, s)| (k, (s.kind, s.bytes, s.mode, s.mtime)))
+        .collect();
+    (v, tree)
+}
+
+/// Restores ARCHIVE with -j1 and -j4 and asserts the same report and tree;
+/// returns the report.
+fn same_with_writer_threads(t: &Path, archive: &Path, want: i32) -> Value {
+    let (r1, r4) = (t.join("r1"), t.join("r4"));
+    let one = comparable(restore_json(archive, &r1, &["-j", "1"], want), &r1);
+    let four = comparable(restore_json(archive, &r4, &["-j", "4"], want), &r4);
+    assert_eq!(one.0, four.0, "-j1 and -j4 reports differ");
+    assert_eq!(one.1, four.1, "-j1 and -j4 trees differ");
+    assert!(temp_leftovers(&r4).is_empty(), "{:?}", temp_leftovers(&r4));
+    fs::remove_dir_all(&r1).unwrap();
+    fs::remove_dir_all(&r4).unwrap();
+    one.0
+}
+
+/// Writer threads change how fast a restore is, never what it reports or
+/// leaves: a corrupt small file among hundreds (datamig archive); in a
+/// foreign one, names given twice, a file that a later member treats as its
+/// directory, a file over a directory.
+#[test]
+fn restore_with_writer_threads_reports_and_writes_what_one_thread_does() {
+    let t = common::tempdir();
+    let root = t.path().join("root");
+    let src = root.join("tree");
+    let victim = prng_bytes(7, 60_000);
+    for i in 0..600 {
+        let body = prng_bytes(i, (i as usize * 37) % 5000);
+        write(&src, &format!("d{}/f{i:04}.bin", i % 9), &body);
+        if i == 300 {
+            write(&src, "d3/victim.bin", &victim);
+        }
+    }
+    let a = make_archive(&root, "tree", &t.path().join("out"));
+    let mut tar = zstd::stream::decode_all(&fs::read(&a).unwrap()[..]).unwrap();
+    let at = tar
+        .windows(64)
+        .position(|w| w == &victim[..64])
+        .expect("victim data in the tar stream");
+    tar[at + 999] ^= 0x55;
+    let d2 = t.path().join("bad");
+    fs::create_dir(&d2).unwrap();
+    let bad = d2.join(format!("bad-{DATE}.tar.zst"));
+    fs::write(&bad, zstd::bulk::compress(&tar, 3).unwrap()).unwrap();
+    fs::copy(manifest_sidecar(&a), manifest_sidecar(&bad)).unwrap();
+    let v = same_with_writer_threads(t.path(), &bad, 1);
+    assert_eq!(
+        archive_support::note_paths(&v, "corrupt"),
+        ["d3/victim.bin"],
+        "{v:#}"
+    );
+    assert_eq!(v["files"].as_u64(), Some(600), "{v:#}");
+
+    let mut tar = Vec::new();
+    for i in 0..300u64 {
+        let body = prng_bytes(i, (i as usize * 53) % 3000);
+        member(
+            &mut tar,
+            format!("f/{i:03}").as_bytes(),
+            MemberKind::File,
+            None,
+            &body,
+        );
+        match i {
+            100 => {
+                member(&mut tar, b"x/dup.txt", MemberKind::File, None, b"first\n");
+                member(&mut tar, b"x/dup.txt", MemberKind::File, None, b"second\n");
+            }
+            150 => {
+                member(&mut tar, b"x/plain", MemberKind::File, None, b"a file\n");
+                member(
+                    &mut tar,
+                    b"x/plain/under",
+                    MemberKind::File,
+                    None,
+                    b"below it\n",
+                );
+            }
+            200 => {
+                member(&mut tar, b"x/d", MemberKind::Dir, None, b"");
+                member(&mut tar, b"x/d", MemberKind::File, None, b"over a dir\n");
+            }
+            _ => {}
+        }
+    }
+    tar.extend_from_slice(&END_OF_ARCHIVE);
+    let foreign = d2.join("foreign.tar.zst");
+    fs::write(&foreign, zstd::bulk::compress(&tar, 3).unwrap()).unwrap();
+    let v = same_with_writer_threads(t.path(), &foreign, 1);
+    assert_eq!(
+        archive_support::note_paths(&v, "notes"),
+        ["x/dup.txt"],
+        "{v:#}"
+    );
+    let refused = archive_support::note_paths(&v, "refused");
+    let errors = archive_support::note_paths(&v, "errors");
+    assert!(
+        refused.contains(&"x/plain/under".to_string())
+            || errors.contains(&"x/plain/under".to_string()),
+        "{v:#}"
+    );
+    assert!(refused.contains(&"x/d".to_string()), "{v:#}");
+}

@@ -5,31 +5,38 @@
 
 use std::fs;
 use std::io::{self, Read};
-use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 
 use anyhow::Result;
 use sha2::{Digest, Sha256};
 
+use super::land::Landing;
 use super::paths::{Blocked, refuse_name, split_parent};
+use super::pool::{Job, MAX_POOLED};
 use super::{Ctx, DirMeta, RestoreReport};
 use crate::archive::write::hash_zeros;
-use crate::entry::{Entry, Kind, hex};
+use crate::entry::{Entry, Kind};
 use crate::fsx::Dir;
 use crate::summary::PathNote;
 use crate::tarfmt::{Found, MemberHeader, MemberKind, TarReader};
 
-fn refuse(report: &mut RestoreReport, name: &[u8], why: String) {
+/// What the writer pool still holds is recorded before anything is added
+/// here, so the report stays in archive order.
+fn refuse(ctx: &mut Ctx, name: &[u8], why: String) {
+    super::drain(ctx);
+    refuse_in(&mut ctx.report, name, why);
+}
+
+fn refuse_in(report: &mut RestoreReport, name: &[u8], why: String) {
     report.refused.push(PathNote {
         path: String::from_utf8_lossy(name).into_owned(),
         note: why,
     });
 }
 
-fn error(report: &mut RestoreReport, name: &[u8], note: String) {
-    report.errors.push(PathNote {
+fn error(ctx: &mut Ctx, name: &[u8], note: String) {
+    super::drain(ctx);
+    ctx.report.errors.push(PathNote {
         path: String::from_utf8_lossy(name).into_owned(),
         note,
     });
@@ -67,8 +74,13 @@ pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Foun
     {
         strip_dot_slash(l);
     }
+    // What the writer pool still holds is recorded before anything this
+    // member adds to the report: the report stays in archive order.
+    if !may_pool(ctx, &found, &h) {
+        super::drain(ctx);
+    }
     if let Some(why) = &found.refused {
-        refuse(&mut ctx.report, &h.path, why.clone());
+        refuse(ctx, &h.path, why.clone());
         return Ok(());
     }
     if h.path.is_empty() {
@@ -76,7 +88,7 @@ pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Foun
             "empty member name (a {:?} member at archive offset {}); not restored",
             h.kind, found.offset
         );
-        refuse(&mut ctx.report, b"", why);
+        refuse(ctx, b"", why);
         return Ok(());
     }
     if h.path == b"." {
@@ -96,7 +108,7 @@ pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Foun
         return Ok(());
     }
     if let Some(why) = refuse_name(&h.path) {
-        refuse(&mut ctx.report, &h.path, why);
+        refuse(ctx, &h.path, why);
         return Ok(());
     }
     for n in &found.notes {
@@ -121,11 +133,7 @@ pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Foun
         Some(m) => match m.get(&h.path) {
             Some(e) => Some(e),
             None => {
-                refuse(
-                    &mut ctx.report,
-                    &h.path,
-                    "not in the archive's manifest".into(),
-                );
+                refuse(ctx, &h.path, "not in the archive's manifest".into());
                 return Ok(());
             }
         },
@@ -135,7 +143,7 @@ pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Foun
     let depth = match ctx.tree.reach(&comps, true) {
         Ok(d) => d,
         Err(b) => {
-            refuse(&mut ctx.report, &h.path, b.to_string());
+            refuse(ctx, &h.path, b.to_string());
             return Ok(());
         }
     };
@@ -156,7 +164,7 @@ pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Foun
             };
             if expected.is_some_and(|e| e.kind != want) {
                 let why = format!("the manifest does not record a {want} here");
-                refuse(&mut ctx.report, &h.path, why);
+                refuse(ctx, &h.path, why);
                 return Ok(());
             }
             make_special(ctx, &h, found.rdev, depth, name, ns, replace)
@@ -164,7 +172,7 @@ pub(super) fn member<R: Read>(ctx: &mut Ctx, tar: &mut TarReader<R>, found: Foun
         MemberKind::File => {
             if expected.is_some_and(|e| e.kind != Kind::File) {
                 refuse(
-                    &mut ctx.report,
+                    ctx,
                     &h.path,
                     "the manifest does not record a regular file here".into(),
                 );
@@ -239,11 +247,7 @@ fn make_special(
     let made = dir.mknod(name, kind, h.mode & 0o7777, dev);
     rustix::process::umask(old);
     if let Err(e) = made {
-        return error(
-            &mut ctx.report,
-            &h.path,
-            format!("cannot create {what}: {e}"),
-        );
+        return error(ctx, &h.path, format!("cannot create {what}: {e}"));
     }
     if ctx.same_owner {
         let _ = dir.chown_nofollow(name, h.uid as u32, h.gid as u32);
@@ -285,25 +289,25 @@ fn make_dir(
     let made = match dir.mkdir(name, 0o700) {
         Ok(()) => true,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-        Err(e) => return error(&mut ctx.report, &h.path, format!("cannot create: {e}")),
+        Err(e) => return error(ctx, &h.path, format!("cannot create: {e}")),
     };
     let id = match dir.stat(name) {
         Ok(m) if m.is_dir() => (m.dev, m.ino),
         Ok(_) if made => {
             let why = Blocked::Swapped(h.path.clone()).to_string();
-            return refuse(&mut ctx.report, &h.path, why);
+            return refuse(ctx, &h.path, why);
         }
         Ok(_) => {
             return refuse(
-                &mut ctx.report,
+                ctx,
                 &h.path,
                 "something that is not a directory is already there".into(),
             );
         }
-        Err(e) => return error(&mut ctx.report, &h.path, format!("{e}")),
+        Err(e) => return error(ctx, &h.path, format!("{e}")),
     };
     if let Err(b) = ctx.tree.record(&h.path, id.0, id.1) {
-        return refuse(&mut ctx.report, &h.path, b.to_string());
+        return refuse(ctx, &h.path, b.to_string());
     }
     ctx.dirs.insert(
         h.path.clone(),
@@ -329,12 +333,12 @@ fn clear_for(
     match dir.stat(name) {
         Err(_) => true,
         Ok(m) if m.is_dir() => {
-            refuse(report, rel, "a directory is already there".into());
+            refuse_in(report, rel, "a directory is already there".into());
             false
         }
         Ok(_) if overwrite => dir.unlink(name).is_ok(),
         Ok(_) => {
-            refuse(
+            refuse_in(
                 report,
                 rel,
                 "already exists (the archive names it twice?)".into(),
@@ -364,7 +368,7 @@ fn make_symlink(
         return;
     }
     if let Err(e) = dir.symlink(&target, name) {
-        return error(&mut ctx.report, &h.path, e.to_string());
+        return error(ctx, &h.path, e.to_string());
     }
     if ctx.same_owner {
         let _ = dir.chown_nofollow(name, h.uid as u32, h.gid as u32);
@@ -380,29 +384,29 @@ fn make_hardlink(ctx: &mut Ctx, h: &MemberHeader, name: &[u8], replace: bool) {
             "hard link target {:?}: {why}",
             String::from_utf8_lossy(&target)
         );
-        return refuse(&mut ctx.report, &h.path, why);
+        return refuse(ctx, &h.path, why);
     }
     // Anything this restore made but a symlink or directory: files, and the
     // FIFOs and device nodes GNU tar also archives as hard links.
     if !ctx.made.contains(&target) {
         let why = "hard link to a file this restore did not write".into();
-        return refuse(&mut ctx.report, &h.path, why);
+        return refuse(ctx, &h.path, why);
     }
     // The target's parent is reached (and checked) first; its handle is kept
     // while the chain moves to the link's own parent.
     let (tcomps, tname) = split_parent(&target);
     let from = match ctx.tree.reach(&tcomps, false) {
         Ok(d) => ctx.tree.dir(d).try_clone(),
-        Err(b) => return refuse(&mut ctx.report, &h.path, format!("hard link target: {b}")),
+        Err(b) => return refuse(ctx, &h.path, format!("hard link target: {b}")),
     };
     let from = match from {
         Ok(f) => f,
-        Err(e) => return error(&mut ctx.report, &h.path, e.to_string()),
+        Err(e) => return error(ctx, &h.path, e.to_string()),
     };
     let (comps, _) = split_parent(&h.path);
     let depth = match ctx.tree.reach(&comps, true) {
         Ok(d) => d,
-        Err(b) => return refuse(&mut ctx.report, &h.path, b.to_string()),
+        Err(b) => return refuse(ctx, &h.path, b.to_string()),
     };
     let dir = ctx.tree.dir(depth);
     if !clear_for(
@@ -415,51 +419,10 @@ fn make_hardlink(ctx: &mut Ctx, h: &MemberHeader, name: &[u8], replace: bool) {
         return;
     }
     if let Err(e) = dir.hard_link(&from, tname, name) {
-        return error(&mut ctx.report, &h.path, e.to_string());
+        return error(ctx, &h.path, e.to_string());
     }
     ctx.made.insert(h.path.clone());
     ctx.report.hardlinks += 1;
-}
-
-/// A temporary file in a parent directory, removed unless committed.
-struct Temp<'d> {
-    dir: &'d Dir,
-    name: Vec<u8>,
-    /// Its path, registered for the signal handler.
-    path: PathBuf,
-    file: Option<fs::File>,
-}
-
-impl Temp<'_> {
-    fn file(&self) -> &fs::File {
-        self.file.as_ref().expect("open until commit")
-    }
-}
-
-impl Drop for Temp<'_> {
-    fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = self.dir.unlink(&self.name);
-        }
-        crate::atomic::forget_temp(&self.path);
-    }
-}
-
-fn create_temp<'d>(to: &std::path::Path, rel: &[u8], dir: &'d Dir) -> io::Result<Temp<'d>> {
-    let name = crate::atomic::temp_name();
-    let (comps, _) = split_parent(rel);
-    let mut path = to.to_path_buf();
-    for c in comps {
-        path.push(std::ffi::OsStr::from_bytes(c));
-    }
-    path.push(std::ffi::OsStr::from_bytes(&name));
-    let file = crate::atomic::create_registered(path.clone(), || dir.create_new(&name, 0o600))?;
-    Ok(Temp {
-        dir,
-        name,
-        path,
-        file: Some(file),
-    })
 }
 
 /// The member's data written into `f` at its offsets (holes stay holes),
@@ -519,120 +482,78 @@ fn write_file<R: Read>(
     name: &[u8],
     expected: Option<&Entry>,
 ) -> Result<()> {
-    let Placing {
-        depth,
-        ns,
-        replace,
-        attrs,
-    } = at;
-    let dir = ctx.tree.dir(depth);
-    // Without --overwrite the destination started empty, so anything in the
-    // way was put there by this archive; the no-replace rename at the end
-    // catches it, and the common case pays no `stat`.
-    if ctx.overwrite && dir.stat(name).is_ok_and(|m| m.is_dir()) {
-        refuse(
-            &mut ctx.report,
-            &h.path,
-            "a directory is already there".into(),
-        );
-        return Ok(());
+    let land = Landing {
+        path: h.path.clone(),
+        name: name.to_vec(),
+        size: h.size,
+        mode: h.mode,
+        owner: ctx.same_owner.then_some((h.uid as u32, h.gid as u32)),
+        mtime_ns: at.ns,
+        attrs: at.attrs.to_vec(),
+        want: expected.and_then(|e| e.sha256),
+        overwrite: ctx.overwrite,
+        replace: ctx.overwrite || at.replace,
+    };
+    let read = if pooled(h, at.attrs) && ctx.pool.as_ref().is_some_and(|p| !p.is_pending(&h.path)) {
+        to_pool(ctx, tar, h, land, at.depth)
+    } else {
+        let hash = land.want.is_some();
+        let dir = ctx.tree.dir(at.depth);
+        match land.place(&ctx.to, dir, |f| copy_data(tar, h, f, hash)) {
+            Ok(outcome) => {
+                land.record(ctx, outcome);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    };
+    if read.is_err() {
+        // The archive ended or broke inside its data: it is missing too.
+        ctx.seen.remove(&h.path);
     }
-    let mut tmp = match create_temp(&ctx.to, &h.path, dir) {
-        Ok(t) => t,
+    read
+}
+
+/// Whether this member needs no drain first: a plain small file (for the
+/// pool) or a directory (made here, its metadata applied at the end), with
+/// nothing noted about it and its name not pending.
+fn may_pool(ctx: &Ctx, found: &Found, h: &MemberHeader) -> bool {
+    let Some(pool) = &ctx.pool else { return false };
+    found.refused.is_none()
+        && found.notes.is_empty()
+        && found.xattrs.is_empty()
+        && found.acl_access.is_none()
+        && found.acl_default.is_none()
+        && (pooled(h, &[]) || h.kind == MemberKind::Dir)
+        && !pool.is_pending(&h.path)
+}
+
+/// Small dense files without extended attributes go to the writer pool.
+pub(super) fn pooled(h: &MemberHeader, attrs: &[(Vec<u8>, Vec<u8>)]) -> bool {
+    h.kind == MemberKind::File && h.sparse.is_none() && h.size <= MAX_POOLED && attrs.is_empty()
+}
+
+fn to_pool<R: Read>(
+    ctx: &mut Ctx,
+    tar: &mut TarReader<R>,
+    h: &MemberHeader,
+    land: Landing,
+    depth: usize,
+) -> Result<()> {
+    let mut data = Vec::with_capacity(h.size as usize);
+    tar.read_data(h, |_, b| {
+        data.extend_from_slice(b);
+        Ok(())
+    })?;
+    let dir = match ctx.tree.dir(depth).try_clone() {
+        Ok(d) => d,
         Err(e) => {
-            let note = format!("cannot create a temporary file in its directory: {e}");
-            error(&mut ctx.report, &h.path, note);
+            let why = format!("cannot create a temporary file in its directory: {e}");
+            error(ctx, &h.path, why);
             return Ok(());
         }
     };
-    let want = expected.and_then(|e| e.sha256);
-    let (got, write_err) = match copy_data(tar, h, tmp.file(), want.is_some()) {
-        Ok(r) => r,
-        Err(e) => {
-            // The archive ended or broke inside its data: it is missing too.
-            ctx.seen.remove(&h.path);
-            return Err(e);
-        }
-    };
-    if let Some(e) = write_err {
-        let note = format!(
-            "cannot write: {e}; nothing was put under its name (free space in the destination, then restore this path again with --overwrite)"
-        );
-        error(&mut ctx.report, &h.path, note);
-        return Ok(()); // `tmp` dropped: the temporary file is removed
-    }
-    if let (Some(want), Some(got)) = (want, got)
-        && want != got
-    {
-        ctx.report.corrupt.push(PathNote {
-            path: String::from_utf8_lossy(&h.path).into_owned(),
-            note: format!(
-                "sha256 {} but the manifest says {}; not restored",
-                hex(&got),
-                hex(&want)
-            ),
-        });
-        return Ok(());
-    }
-    let owner = ctx.same_owner.then_some((h.uid as u32, h.gid as u32));
-    let _ = crate::fsx::set_fd_meta(tmp.file().as_fd(), h.mode, owner, ns);
-    // After the owner and mode: fchown drops security.capability, and
-    // fchmod rewrites an ACL's mask.
-    for n in super::xattrs::apply(tmp.file(), attrs) {
-        note(&mut ctx.report, &h.path, n);
-    }
-    if let Err(why) = commit(&tmp, name, ctx.overwrite || replace) {
-        match why {
-            Commit::Refused(why) => refuse(&mut ctx.report, &h.path, why.into()),
-            Commit::Failed(e) => error(
-                &mut ctx.report,
-                &h.path,
-                format!("cannot rename into place: {e}"),
-            ),
-        }
-        return Ok(());
-    }
-    tmp.file = None; // renamed: nothing to remove
-    drop(tmp);
-    if want.is_none() {
-        ctx.report
-            .unverified
-            .push(String::from_utf8_lossy(&h.path).into_owned());
-    }
-    ctx.made.insert(h.path.clone());
-    ctx.report.files += 1;
-    ctx.report.bytes += h.size;
+    let pool = ctx.pool.as_mut().expect("checked by the caller");
+    pool.submit(Job { dir, land, data });
     Ok(())
-}
-
-enum Commit {
-    Refused(&'static str),
-    Failed(io::Error),
-}
-
-/// Rename the temporary onto `name` in the same directory handle: never over
-/// an existing entry, except a non-directory with --overwrite.
-fn commit(tmp: &Temp, name: &[u8], overwrite: bool) -> Result<(), Commit> {
-    let dir = tmp.dir;
-    let r = if overwrite {
-        dir.rename(&tmp.name, name)
-    } else {
-        match dir.rename_noreplace(&tmp.name, name) {
-            // Filesystems without RENAME_NOREPLACE: link() also refuses to replace.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => dir
-                .hard_link(dir, &tmp.name, name)
-                .and_then(|()| dir.unlink(&tmp.name)),
-            r => r,
-        }
-    };
-    match r {
-        Ok(()) => Ok(()),
-        Err(e) => match dir.stat(name) {
-            Ok(m) if m.is_dir() => Err(Commit::Refused("a directory is already there")),
-            Ok(_) if !overwrite => Err(Commit::Refused(
-                "already exists (the archive names it twice?)",
-            )),
-            _ => Err(Commit::Failed(e)),
-        },
-    }
 }

@@ -10,9 +10,11 @@
 //! anything.
 
 mod bytes;
+mod land;
 mod member;
 mod owners;
 pub mod paths;
+mod pool;
 mod seekable;
 mod source;
 mod xattrs;
@@ -46,6 +48,8 @@ pub struct RestoreOptions {
     /// The archive is a remote object (`s3://…/NAME.tar.zst`, parsed from
     /// `archive`): fetched with ranged reads, only the frames it needs.
     pub remote: Option<(crate::remote::Location, String)>,
+    /// Threads writing files in a full restore (1: the main thread alone).
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -141,7 +145,17 @@ struct Ctx<'a> {
     root_meta: Option<DirMeta>,
     /// Owner names of foreign members, looked up as GNU tar does (as root).
     names: owners::Names,
+    /// Writers for small files (full restores with more than one thread).
+    pool: Option<pool::Pool>,
     report: RestoreReport,
+}
+
+/// Record what the writer pool has done so far, in archive order.
+fn drain(ctx: &mut Ctx) {
+    let Some(p) = ctx.pool.as_mut() else { return };
+    for (land, outcome) in p.wait_all() {
+        land.record(ctx, outcome);
+    }
 }
 
 pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreReport> {
@@ -216,6 +230,7 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
         dirs: HashMap::new(),
         root_meta: None,
         names: owners::Names::default(),
+        pool: None,
         report: RestoreReport {
             report: "restore",
             version: 1,
@@ -241,7 +256,13 @@ pub fn restore(opts: &RestoreOptions, progress: &dyn Progress) -> Result<Restore
             Bytes::Remote(r) => source::TarSource::open_remote(r)?,
             Bytes::Age(d) => source::TarSource::open_sealed(d, &opts.archive)?,
         };
-        restore_all(&mut ctx, &opts.archive, source, progress)?;
+        if opts.threads > 1 {
+            ctx.pool = Some(pool::Pool::new(opts.threads, ctx.to.clone()));
+        }
+        let r = restore_all(&mut ctx, &opts.archive, source, progress);
+        drain(&mut ctx);
+        ctx.pool = None;
+        r?;
     } else if let (Some(table), Bytes::Local(f)) = (&foreign_table, &file) {
         progress.phase("restoring", None);
         seekable::restore_paths(&mut ctx, f.try_clone()?, table, &opts.paths, progress)?;
@@ -318,6 +339,7 @@ fn restore_all(
                 // A read error inside a member's data (truncated archive,
                 // damaged frame): report it, keep what was restored.
                 if let Err(e) = member::member(ctx, &mut tar, found) {
+                    drain(ctx);
                     ctx.report.errors.push(PathNote {
                         path: name,
                         note: format!("{e:#}; restore stopped there"),
@@ -328,6 +350,7 @@ fn restore_all(
             }
             Ok(None) => break,
             Err(e) => {
+                drain(ctx);
                 ctx.report.errors.push(PathNote {
                     path: archive.display().to_string(),
                     note: format!("{e:#}; restore stopped there"),
