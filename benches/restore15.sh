@@ -51,7 +51,10 @@ report() {
     rm -rf "$out" && mkdir -p "$out"
     "$bin" restore "$a" --to "$out" -q --json "$@" | python3 -c 'import json,sys; r=json.load(sys.stdin); r.pop("seconds"); print(json.dumps(r, sort_keys=True))'
 }
-cmp <(report -j1) <(report -j"$jobs") && echo "-j1 and -j$jobs restore reports identical"
+# One after the other (process substitutions would run both at once into $out).
+report -j1 >"$work/report-j1.json"
+report -j"$jobs" >"$work/report-jn.json"
+cmp "$work/report-j1.json" "$work/report-jn.json" && echo "-j1 and -j$jobs restore reports identical"
 rm -rf "$out"
 
 python3 - "$times" "$results/restore15-summary.json" "$build_rev" "$jobs" "$(cat /proc/loadavg)" "$(df -T "$(dirname "$out")" | awk 'NR==2 {print $2}')" <<'PY'
