@@ -9,7 +9,8 @@
 # Also checks the output: the -j1 and -jN reports are byte-identical.
 # Usage: [SIZE_MIB=256] [ROUNDS=5] benches/verify_archive.sh [BENCH_DIR]
 set -euo pipefail
-export TREES=""
+# A space, not empty: common.sh builds its default trees when TREES is empty.
+export TREES=" "
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 [[ -x /usr/bin/time ]] || { echo "/usr/bin/time is required (apt-get install -y time)" >&2; exit 2; }
 command -v borg >/dev/null || { echo "borg is required (apt-get install -y borgbackup)" >&2; exit 2; }
