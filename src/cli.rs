@@ -712,7 +712,12 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let progress = progress::for_cli(g.quiet);
             if a.many() {
                 let targets = crate::verify::many::targets(&a.paths, a.all.as_ref());
-                let r = crate::verify::many::verify_archives(&targets, a.quick, progress.as_ref());
+                let r = crate::verify::many::verify_archives(
+                    &targets,
+                    a.quick,
+                    g.threads(),
+                    progress.as_ref(),
+                );
                 let outcome = finish(&mut stdout, g, &r)?;
                 return Ok(if r.exit == 2 {
                     Outcome::CouldNotRun
@@ -757,11 +762,13 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                             &loc,
                             &name,
                             a.quick,
+                            g.threads(),
                             progress.as_ref(),
                         )?,
                         None => crate::verify::archive::verify_archive(
                             &archive,
                             a.quick,
+                            g.threads(),
                             progress.as_ref(),
                         )?,
                     };

@@ -557,6 +557,9 @@ pub struct TarReader<R: Read> {
     buf: Vec<u8>,
     /// Records of the `g` headers met so far: they apply to every later member.
     global: Pax,
+    /// Whether a `g` header was applied: a reader that starts mid-stream
+    /// cannot know those records (verify's parallel check falls back then).
+    saw_global: bool,
 }
 
 impl<R: Read> TarReader<R> {
@@ -569,6 +572,7 @@ impl<R: Read> TarReader<R> {
             done: false,
             buf: Vec::new(),
             global: Pax::default(),
+            saw_global: false,
         }
     }
 
@@ -582,6 +586,7 @@ impl<R: Read> TarReader<R> {
             done: false,
             buf: Vec::new(),
             global: Pax::default(),
+            saw_global: false,
         }
     }
 
@@ -595,6 +600,11 @@ impl<R: Read> TarReader<R> {
 
     pub fn get_ref(&self) -> &R {
         &self.r
+    }
+
+    /// Whether a global (`g`) PAX header has been applied so far.
+    pub fn saw_global(&self) -> bool {
+        self.saw_global
     }
 
     fn read_block(&mut self, b: &mut [u8; BLOCK]) -> Result<bool> {
@@ -725,6 +735,7 @@ impl<R: Read> TarReader<R> {
                     // Each global header's xattrs replace the last one's, so
                     // a stream of them cannot pile up memory.
                     self.global.xattrs.clear();
+                    self.saw_global = true;
                     if let Ok(kvs) = parse_pax(&rec) {
                         for (k, v) in kvs {
                             self.global.apply(&k, v.clone());

@@ -953,3 +953,70 @@ fn quick_checks_only_the_sha256_and_trailers() {
     assert_eq!(disc.len(), 1, "{disc:#?}");
     assert!(disc[0].contains("does not match"), "{disc:#?}");
 }
+
+// ---------------------------------------------------------------------------
+// Issue 15: the parallel check reports exactly what one thread does
+
+/// `verify ARCHIVE --json -jN`: (exit code, the report's bytes).
+fn verify_bytes(archive: &Path, jobs: u32) -> (i32, Vec<u8>) {
+    let j = format!("-j{jobs}");
+    let (c, out, err) = dm(&[
+        OsStr::new("verify"),
+        archive.as_os_str(),
+        OsStr::new(&j),
+        OsStr::new("--json"),
+    ]);
+    assert!(c == 0 || c == 1, "verify {j} exited {c}; stderr:\n{err}");
+    (c, out)
+}
+
+#[test]
+fn parallel_check_reports_exactly_what_one_thread_does() {
+    let t = common::tempdir();
+    let root = t.path().join("root");
+    let data = root.join("data");
+    // Many members, some opening frames of their own (cuts for the
+    // segments), some sharing frames.
+    for i in 0..40u64 {
+        let size = [900, 300_000, 2 * MIB + 7, 5 * MIB][(i % 4) as usize];
+        write(&data, &format!("f{i:03}.bin"), &prng_bytes(100 + i, size));
+    }
+    let a = make_archive(&root, "data", &t.path().join("dest"), DATE);
+
+    let (c1, one) = verify_bytes(&a, 1);
+    let (c4, four) = verify_bytes(&a, 4);
+    assert_eq!(c1, 0, "{}", String::from_utf8_lossy(&one));
+    assert_eq!(
+        (c4, &four),
+        (c1, &one),
+        "-j4 differs from -j1 on a clean archive"
+    );
+    assert_eq!(common::json_of(&one)["members"]["ok"], 40);
+
+    // Two damaged frames, in the first and the last quarter of the archive.
+    let manifest = ManifestLines::read(&sidecar(&a, ".manifest.jsonl"));
+    let mem = members(&manifest);
+    let copy = copy_with_sidecars(&a, &t.path().join("bad"));
+    let mut victims = Vec::new();
+    for k in [6, 33] {
+        let (path, v) = &mem[k];
+        flip_byte(&copy, v["frame_offset"].as_u64().unwrap() + 4000);
+        victims.push(path.clone());
+    }
+    let (c1, one) = verify_bytes(&copy, 1);
+    for jobs in [2, 4, 16] {
+        let (c, out) = verify_bytes(&copy, jobs);
+        assert_eq!(
+            (c, String::from_utf8_lossy(&out)),
+            (c1, String::from_utf8_lossy(&one)),
+            "-j{jobs} differs from -j1 on a damaged archive"
+        );
+    }
+    assert_eq!(c1, 1);
+    let r = common::json_of(&one);
+    let damaged = note_paths(&r["members"]["damaged"]);
+    for v in &victims {
+        assert!(damaged.contains(v), "{v} not reported damaged: {r:#}");
+    }
+    assert_eq!(str_list(&r["members"]["damaged_frames"]).len(), 2, "{r:#}");
+}

@@ -43,6 +43,6 @@ fuzz_target!(|data: &[u8]| {
         let mut f = std::fs::File::create(path).expect("create scratch file");
         f.write_all(data).expect("write scratch file");
     }
-    let _ = datamig::archive::check::check_archive(path, &[], &Silent);
-    let _ = datamig::verify::archive::verify_archive(path, false, &Silent);
+    let _ = datamig::archive::check::check_archive(path, &[], 1, &Silent);
+    let _ = datamig::verify::archive::verify_archive(path, false, 1, &Silent);
 });

@@ -9,10 +9,12 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+mod segments;
+
 use crate::archive::write::hash_zeros;
 use crate::archive::{MANIFEST_MEMBER, SUMS_MEMBER};
 use crate::entry::{Entry, Kind, hex};
-use crate::frames::{Damage, FrameReader};
+use crate::frames::Damage;
 use crate::hashing::Hashed;
 use crate::progress::Progress;
 use crate::summary::PathNote;
@@ -50,34 +52,25 @@ impl CheckReport {
 
 /// Where the stream can be entered again after a damaged frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Restart {
-    frame_offset: u64,
-    offset_in_frame: u64,
+pub(crate) struct Restart {
+    pub frame_offset: u64,
+    pub offset_in_frame: u64,
 }
 
 /// Check every member of `archive` against `entries` (sorted manifest entries;
-/// those with a recorded position are expected in the archive, in that order).
-/// A damaged frame costs only the members it holds: reading resumes at the
-/// first member recorded after it. `extra_restarts` adds entry points for the
-/// `.datamig/` members (from the archive index).
+/// those with a recorded position are expected in the archive, in that order),
+/// on up to `jobs` threads. A damaged frame costs only the members it holds:
+/// reading resumes at the first member recorded after it.
 pub fn check_archive(
     archive: &Path,
     entries: &[Entry],
-    progress: &dyn Progress,
-) -> Result<CheckReport> {
-    check_archive_with(archive, entries, &[], progress)
-}
-
-pub fn check_archive_with(
-    archive: &Path,
-    entries: &[Entry],
-    extra_restarts: &[(u64, u64)],
+    jobs: usize,
     progress: &dyn Progress,
 ) -> Result<CheckReport> {
     let file = crate::fsx::open_path(archive)
         .with_context(|| format!("cannot open archive {}", archive.display()))?;
     let len = file.metadata()?.len();
-    check_source(file, len, entries, extra_restarts, progress)
+    check_source(file, len, entries, &[], jobs, progress)
 }
 
 /// Random access to an archive's bytes that can be opened again: a local
@@ -106,12 +99,18 @@ impl ArchiveSource for crate::remote::RemoteFile {
     }
 }
 
-/// `check_archive_with` on any source of `len` bytes.
+/// `check_archive` on any source of `len` bytes. `extra_restarts` adds entry
+/// points for the `.datamig/` members (from the archive index).
+///
+/// With `jobs` > 1 the archive is cut at recorded member starts into
+/// segments checked on their own threads (`segments`); the report is the
+/// one a single thread gives, byte for byte.
 pub fn check_source<F: ArchiveSource>(
     file: F,
     len: u64,
     entries: &[Entry],
     extra_restarts: &[(u64, u64)],
+    jobs: usize,
     progress: &dyn Progress,
 ) -> Result<CheckReport> {
     let total: u64 = entries
@@ -144,6 +143,18 @@ pub fn check_source<F: ArchiveSource>(
         Ok(hex(&h.finalize()))
     });
 
+    let restarts = restarts_of(entries, extra_restarts);
+    let mut report = segments::check(&file, len, entries, &restarts, jobs, progress)?;
+    report.archive_sha256 = hasher
+        .join()
+        .map_err(|_| anyhow::anyhow!("hashing thread panicked"))?
+        .context("cannot read the archive")?;
+    progress.finish();
+    Ok(report)
+}
+
+/// Every recorded member start, in stream order.
+fn restarts_of(entries: &[Entry], extra: &[(u64, u64)]) -> Vec<Restart> {
     let mut restarts: Vec<Restart> = entries
         .iter()
         .filter_map(|e| {
@@ -152,135 +163,34 @@ pub fn check_source<F: ArchiveSource>(
                 offset_in_frame: p.offset_in_frame,
             })
         })
-        .chain(extra_restarts.iter().map(|&(f, o)| Restart {
+        .chain(extra.iter().map(|&(f, o)| Restart {
             frame_offset: f,
             offset_in_frame: o,
         }))
         .collect();
     restarts.sort();
     restarts.dedup();
-
-    let mut report = CheckReport::default();
-    let mut seen = vec![false; entries.len()];
-    let mut last_good: Option<String> = None;
-    let mut start = Restart {
-        frame_offset: 0,
-        offset_in_frame: 0,
-    };
-    'segments: loop {
-        let mut fr = FrameReader::new(file.reopen()?, len, start.frame_offset)?;
-        if start.offset_in_frame > 0 {
-            let skipped = std::io::copy(
-                &mut (&mut fr).take(start.offset_in_frame),
-                &mut std::io::sink(),
-            );
-            if !matches!(skipped, Ok(n) if n == start.offset_in_frame) {
-                let failure = Failure {
-                    damage: fr.damage.clone(),
-                    why: "the archive ends early".into(),
-                };
-                match failure.resume(&mut report, entries, &mut seen, &restarts, len, &last_good) {
-                    Some(r) => {
-                        start = r;
-                        continue 'segments;
-                    }
-                    None => break 'segments,
-                }
-            }
-        }
-        let mut tar = TarReader::new(fr);
-        loop {
-            let step = check_next(&mut tar, entries, &mut seen, &mut report, progress);
-            match step {
-                Ok(Some(name)) => last_good = Some(name),
-                Ok(None) => break 'segments,
-                Err(e) => {
-                    let failure = Failure {
-                        damage: tar.into_inner().damage,
-                        why: format!("{e:#}"),
-                    };
-                    match failure.resume(
-                        &mut report,
-                        entries,
-                        &mut seen,
-                        &restarts,
-                        len,
-                        &last_good,
-                    ) {
-                        Some(r) => {
-                            start = r;
-                            continue 'segments;
-                        }
-                        None => break 'segments,
-                    }
-                }
-            }
-        }
-    }
-    report.archive_sha256 = hasher
-        .join()
-        .map_err(|_| anyhow::anyhow!("hashing thread panicked"))?
-        .context("cannot read the archive")?;
-    for (i, e) in entries.iter().enumerate() {
-        if e.pos.is_some() && !seen[i] {
-            report.missing.push(PathNote {
-                path: e.path_lossy(),
-                note: "in the manifest but not in the archive".into(),
-            });
-        }
-    }
-    progress.finish();
-    Ok(report)
+    restarts
 }
 
-/// Record a damaged frame: every member not yet seen that starts before the
-/// next entry point is damaged. Returns where to resume, if anywhere.
-/// Why reading stopped: a damaged frame (reading can resume after it), or
-/// anything else (the end of what can be checked).
-struct Failure {
-    damage: Option<Damage>,
-    why: String,
-}
-
-impl Failure {
-    /// Where to resume, or `None` to stop; either way the report says what
-    /// happened.
-    fn resume(
-        self,
-        report: &mut CheckReport,
-        entries: &[Entry],
-        seen: &mut [bool],
-        restarts: &[Restart],
-        len: u64,
-        last_good: &Option<String>,
-    ) -> Option<Restart> {
-        let last_good = last_good.as_deref();
-        if let Some(d) = &self.damage {
-            return damaged_resume(report, entries, seen, restarts, d, len, last_good);
-        }
-        report.stream.push(format!(
-            "{}; last intact member: {}",
-            self.why,
-            last_good.unwrap_or("(none)")
-        ));
-        None
-    }
-}
-
-fn damaged_resume(
-    report: &mut CheckReport,
-    entries: &[Entry],
-    seen: &mut [bool],
-    restarts: &[Restart],
-    d: &Damage,
-    len: u64,
-    last_good: Option<&str>,
-) -> Option<Restart> {
-    let resume = restarts
+/// The first recorded member start after the damaged frame `d`: where
+/// reading resumes, if anywhere.
+fn resume_after(restarts: &[Restart], d: &Damage, len: u64) -> Option<Restart> {
+    restarts
         .iter()
         .copied()
-        .find(|r| r.frame_offset > d.frame_offset && r.frame_offset < len);
-    let mut lost = 0usize;
+        .find(|r| r.frame_offset > d.frame_offset && r.frame_offset < len)
+}
+
+/// Every member not yet seen that starts before `resume` is lost to a
+/// damaged frame: marked seen and handed to `lost`; returns how many.
+fn mark_lost(
+    entries: &[Entry],
+    seen: &mut [bool],
+    resume: Option<Restart>,
+    mut lost: impl FnMut(&Entry),
+) -> usize {
+    let mut n = 0usize;
     for (i, e) in entries.iter().enumerate() {
         let Some(p) = e.pos else { continue };
         let at = Restart {
@@ -289,32 +199,36 @@ fn damaged_resume(
         };
         if !seen[i] && resume.is_none_or(|r| at < r) {
             seen[i] = true;
-            lost += 1;
-            report.damaged.push(PathNote {
-                path: e.path_lossy(),
-                note: format!("in the damaged zstd frame at offset {}", d.frame_offset),
-            });
+            n += 1;
+            lost(e);
         }
     }
-    // The lost members are named once, in `damaged`; naming them here too
-    // made one line of tens of kilobytes for a truncated archive.
-    report.damaged_frames.push(format!(
-        "frame at offset {}: {}; last intact member before it: {}; {lost} member(s) lost",
-        d.frame_offset,
-        d.reason,
-        last_good.unwrap_or("(none)"),
-    ));
-    resume
+    n
 }
 
-/// Check one member; `Ok(None)` at the end-of-archive marker.
+/// What one member of the stream turned out to be.
+enum Member {
+    /// `.datamig/MANIFEST.jsonl` (`manifest`) or `.datamig/SHA256SUMS`.
+    Embedded {
+        manifest: bool,
+        data: Hashed,
+    },
+    Unexpected(PathNote),
+    /// The manifest's entry `idx`, with what differs (nothing when it matches).
+    Checked {
+        idx: usize,
+        diffs: Vec<String>,
+    },
+}
+
+/// Check one member; `Ok(None)` at the end-of-archive marker. `seen` says
+/// which entries were already met (a second member for one is unexpected).
 fn check_next<R: Read>(
     tar: &mut TarReader<R>,
     entries: &[Entry],
-    seen: &mut [bool],
-    report: &mut CheckReport,
+    seen: &[bool],
     progress: &dyn Progress,
-) -> Result<Option<String>> {
+) -> Result<Option<Member>> {
     let Some(found) = tar.next_member()? else {
         return Ok(None);
     };
@@ -330,29 +244,23 @@ fn check_next<R: Read>(
             size: h.size,
             sha256: hasher.finalize().into(),
         };
-        if h.path == MANIFEST_MEMBER.as_bytes() {
-            report.embedded_manifest = Some(data);
-        } else {
-            report.embedded_sums = Some(data);
-        }
-        return Ok(Some(name));
+        let manifest = h.path == MANIFEST_MEMBER.as_bytes();
+        return Ok(Some(Member::Embedded { manifest, data }));
     }
     let idx = entries
         .binary_search_by(|e| e.path.as_slice().cmp(&h.path))
         .ok();
     let Some(i) = idx.filter(|&i| entries[i].pos.is_some()) else {
-        report.unexpected.push(PathNote {
-            path: name.clone(),
+        return Ok(Some(Member::Unexpected(PathNote {
+            path: name,
             note: "member not in the manifest".into(),
-        });
-        return Ok(Some(name));
+        })));
     };
     if seen[i] {
-        report.unexpected.push(PathNote {
-            path: name.clone(),
+        return Ok(Some(Member::Unexpected(PathNote {
+            path: name,
             note: "member appears twice".into(),
-        });
-        return Ok(Some(name));
+        })));
     }
     let e = &entries[i];
     let mut diffs = metadata_diffs(e, &h);
@@ -375,17 +283,8 @@ fn check_next<R: Read>(
             ));
         }
     }
-    seen[i] = true;
     progress.advance(1, h.size);
-    if diffs.is_empty() {
-        report.ok += 1;
-    } else {
-        report.mismatched.push(PathNote {
-            path: name.clone(),
-            note: diffs.join("; "),
-        });
-    }
-    Ok(Some(name))
+    Ok(Some(Member::Checked { idx: i, diffs }))
 }
 
 fn metadata_diffs(e: &Entry, h: &crate::tarfmt::MemberHeader) -> Vec<String> {

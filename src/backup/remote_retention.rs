@@ -330,7 +330,7 @@ fn find_newest_verified(
 /// Why the remote copy `name` fails `verify --quick`, or None.
 fn fails_verify(store: &Store, name: &str) -> Option<String> {
     let silent = crate::progress::Silent;
-    match crate::verify::remote::verify_remote(store.location(), name, true, &silent) {
+    match crate::verify::remote::verify_remote(store.location(), name, true, 1, &silent) {
         Err(e) => Some(format!("{e:#}")),
         Ok(v) if v.clean() => None,
         Ok(v) => {

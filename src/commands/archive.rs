@@ -314,7 +314,7 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
 
     let archive_sha256 = hex(&finished.sha256);
     let (verify, verify_report) = if opts.verify {
-        let mut r = read_back(&out, readback.as_ref(), &entries, progress)?;
+        let mut r = read_back(&out, readback.as_ref(), &entries, opts.threads, progress)?;
         if r.embedded_manifest != Some(manifest_hashed) {
             r.stream
                 .push("the embedded manifest differs from the one written".into());
@@ -494,10 +494,11 @@ fn read_back(
     out: &AtomicFile,
     readback: Option<&ReadBack>,
     entries: &[Entry],
+    jobs: usize,
     progress: &dyn Progress,
 ) -> Result<CheckReport> {
     let Some(key) = readback else {
-        return check_archive(out.temp_path(), entries, progress);
+        return check_archive(out.temp_path(), entries, jobs, progress);
     };
     let file = crate::fsx::open_path(out.temp_path())
         .with_context(|| format!("cannot open {}", out.temp_path().display()))?;
@@ -508,7 +509,7 @@ fn read_back(
         )
     })?;
     let len = plain.len;
-    crate::archive::check::check_source(plain, len, entries, &[], progress)
+    crate::archive::check::check_source(plain, len, entries, &[], jobs, progress)
 }
 
 /// What the walk records as left out, as a report lists it.

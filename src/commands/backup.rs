@@ -432,7 +432,7 @@ fn take_archive(report: &mut BackupReport, made: &ArchiveReport) {
 
 /// Why `newest` fails `verify --quick`, or None when it passes.
 fn newest_fails_verify(newest: &backup::Found) -> Option<String> {
-    match crate::verify::archive::verify_archive(&newest.path, true, &crate::progress::Silent) {
+    match crate::verify::archive::verify_archive(&newest.path, true, 1, &crate::progress::Silent) {
         Err(e) => Some(format!("{e:#}")),
         Ok(r) if r.clean() => None,
         Ok(r) => {

@@ -140,7 +140,7 @@ pub fn run(opts: &RetireOptions, progress: &dyn Progress) -> Result<RetireReport
     // Opened before the audit's scan: removal acts only through it.
     let base_dir = BaseDir::open(&opts.root, &src.base_rel, &src.scope);
 
-    let v = crate::verify::archive::verify_archive(archive, false, progress)?;
+    let v = crate::verify::archive::verify_archive(archive, false, opts.threads, progress)?;
     let verified = v.clean();
     let mut gates = vec![verify_gate(&v.discrepancies)];
     let mut audit = None;

@@ -171,6 +171,7 @@ impl ArchiveVerifyReport {
 pub fn verify_archive(
     archive: &Path,
     quick: bool,
+    jobs: usize,
     progress: &dyn Progress,
 ) -> Result<ArchiveVerifyReport> {
     crate::atomic::refuse_temp_name(archive)?;
@@ -277,7 +278,7 @@ pub fn verify_archive(
             .iter()
             .map(|ix| (ix.manifest_frame_offset, ix.manifest_offset_in_frame))
             .collect();
-        let r = check_source(f, len, &entries, &extra, progress)?;
+        let r = check_source(f, len, &entries, &extra, jobs, progress)?;
         disc.members(&r, checked_against);
         // The `.sha256` sidecar of an encrypted archive covers the ciphertext.
         let sha = if encrypted {

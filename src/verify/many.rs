@@ -62,12 +62,13 @@ pub fn targets(paths: &[PathBuf], all: Option<&PathBuf>) -> Vec<Result<PathBuf, 
 pub fn verify_archives(
     targets: &[Result<PathBuf, (String, String)>],
     quick: bool,
+    jobs: usize,
     progress: &dyn Progress,
 ) -> ManyReport {
     let archives: Vec<ArchiveResult> = targets
         .iter()
         .map(|t| match t {
-            Ok(p) => check_one(p, quick, progress),
+            Ok(p) => check_one(p, quick, jobs, progress),
             Err((what, why)) => error(what.clone(), why.clone()),
         })
         .collect();
@@ -84,8 +85,8 @@ pub fn verify_archives(
     }
 }
 
-fn check_one(p: &Path, quick: bool, progress: &dyn Progress) -> ArchiveResult {
-    match verify_archive(p, quick, progress) {
+fn check_one(p: &Path, quick: bool, jobs: usize, progress: &dyn Progress) -> ArchiveResult {
+    match verify_archive(p, quick, jobs, progress) {
         Ok(r) => ArchiveResult {
             archive: p.display().to_string(),
             result: if r.clean() { "clean" } else { "discrepancies" },

@@ -24,6 +24,7 @@ pub fn verify_remote(
     loc: &Location,
     name: &str,
     quick: bool,
+    jobs: usize,
     progress: &dyn Progress,
 ) -> Result<ArchiveVerifyReport> {
     let store = Arc::new(Store::open(loc, Tuning::from_env()?)?);
@@ -89,7 +90,15 @@ pub fn verify_remote(
     let (archive_sha256, members) = if quick {
         (remote_sha256(&store, name, size, progress)?, None)
     } else {
-        let r = check_members(&store, name, &entries, checked_against, progress, &mut disc)?;
+        let r = check_members(
+            &store,
+            name,
+            &entries,
+            checked_against,
+            jobs,
+            progress,
+            &mut disc,
+        )?;
         // The `.sha256` of an encrypted archive covers the ciphertext.
         let sha = if encrypted {
             remote_sha256(&store, name, size, progress)?
@@ -199,6 +208,7 @@ fn check_members(
     name: &str,
     entries: &[crate::entry::Entry],
     checked_against: &str,
+    jobs: usize,
     progress: &dyn Progress,
     disc: &mut crate::verify::archive::Findings,
 ) -> Result<CheckReport> {
@@ -214,7 +224,7 @@ fn check_members(
         .iter()
         .map(|ix| (ix.manifest_frame_offset, ix.manifest_offset_in_frame))
         .collect();
-    let r = check_source(file, len, entries, &extra, progress)?;
+    let r = check_source(file, len, entries, &extra, jobs, progress)?;
     disc.members(&r, checked_against);
     Ok(r)
 }
