@@ -209,6 +209,38 @@ fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
     }
 }
 
+/// SIGSTOP the child, and once every thread of it is stopped, return if `r`
+/// holds a temporary file; otherwise let it run a moment and try again.
+fn stop_while_a_temp_exists(child: &mut std::process::Child, r: &Path) {
+    let (start, pid) = (Instant::now(), child.id());
+    loop {
+        kill(pid, libc::SIGSTOP);
+        wait_for(child, "every thread stopped", || all_threads_stopped(pid));
+        if !temps_under(r).is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no temporary file under DIR while stopped within 60 s"
+        );
+        kill(pid, libc::SIGCONT);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        // The state follows the command name, which is in parentheses.
+        fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|st| st.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+            .unwrap_or(false)
+    })
+}
+
 fn kill(pid: u32, sig: i32) {
     // SAFETY: sending a signal to a child we started and have not reaped.
     let rc = unsafe { libc::kill(pid as i32, sig) };
@@ -1687,6 +1719,9 @@ fn sigkill_during_restore_leaves_only_complete_files_under_final_names() {
     let (src, archive) = many_files_archive(t.path(), 1000);
     let r = t.path().join("r");
     let mut child = restore_until_a_temp_exists(&archive, &r, Stdio::null());
+    // The writer threads rename a finished temp at any moment: freeze the
+    // process where a temp exists, so the kill lands on exactly that state.
+    stop_while_a_temp_exists(&mut child, &r);
     kill(child.id(), libc::SIGKILL);
     wait_exit(&mut child);
     let got = walk_tree(&r);
