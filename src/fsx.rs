@@ -434,6 +434,21 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// Ask the kernel to start writing `len` bytes at `offset` of `file` to disk
+/// now, without waiting: a file written in one go is then mostly on disk by
+/// the time it is fsynced, and the fsync waits for the tail only. Advisory,
+/// so a failure is ignored (the fsync still makes the file durable).
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a valid open descriptor; the call only schedules I/O on it.
+    let _ = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+}
+
 // ---------------------------------------------------------------------------
 // Scan and archive reads (h-scan): helpers for the walk and the archive writer.
 

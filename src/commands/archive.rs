@@ -252,6 +252,8 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
             archive.display(),
             out.temp_path().display()
         ),
+        written: 0,
+        queued: 0,
     };
     let readback = opts.recipients.as_ref().map(|_| ReadBack::generate());
     let (sink, sealer) = output(file, opts.recipients.as_ref(), readback.as_ref())?;
@@ -272,11 +274,11 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     let mut header = Header::new(&src.base, &opts.layout.name, created, scope);
     header.exclude = src.excludes.iter().chain(&opts.excludes).cloned().collect();
     // The manifest and SHA256SUMS are written out twice each (sized and
-    // hashed first, for their tar headers) instead of held in memory.
+    // hashed first, for their tar headers) instead of held in memory; the
+    // manifest's first writing is its sidecar.
     let manifest = |w: &mut dyn Write| write_manifest(w, &header, &entries).map(|(_, t)| t);
-    let mut count = Hashing::counting();
-    let trailer = manifest(&mut count)?;
-    let (_, manifest_hashed) = count.hashed();
+    let (m, trailer, manifest_hashed) =
+        write_manifest_sidecar(&manifest_path, opts.recipients.as_ref(), &manifest)?;
     let mut count = Hashing::counting();
     write_sums(&entries, &mut count)?;
     let (_, sums_hashed) = count.hashed();
@@ -347,31 +349,6 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
         .expect("archive has a name")
         .as_bytes()
         .to_vec();
-    let mut m = AtomicFile::create(&manifest_path, 0o600, true)?;
-    let side = match &opts.recipients {
-        // File names are sensitive: the sidecar is encrypted to the same
-        // recipients (not to the read-back key, which nothing reads it with).
-        Some(r) => {
-            let (w, seal) = crate::crypt::writer::encrypt_to(r, None, &mut m)?;
-            let mut w = Hashing::new(w);
-            manifest(&mut w)?;
-            seal.finish()?;
-            w.hashed().1
-        }
-        None => {
-            let mut w = Hashing::new(std::io::BufWriter::with_capacity(1 << 16, &mut m));
-            manifest(&mut w)?;
-            let (mut b, h) = w.hashed();
-            b.flush()?;
-            h
-        }
-    };
-    if side != manifest_hashed {
-        bail!(
-            "the manifest came out differently for {} than inside the archive; nothing was kept",
-            manifest_path.display()
-        );
-    }
     let mut s = AtomicFile::create(&sha_path, 0o600, true)?;
     s.write_all(&sha256sum_line(&file_sha256, &name))?;
     // All three appear together or not at all, even if a signal arrives now.
@@ -440,12 +417,49 @@ pub fn run(opts: &ArchiveOptions, progress: &dyn Progress) -> Result<ArchiveRepo
     Ok(report)
 }
 
+/// The manifest sidecar, written (not yet in place), with the manifest's
+/// trailer and the size and SHA-256 of its plaintext: what the embedded copy,
+/// written from the same entries next, must come out as.
+fn write_manifest_sidecar(
+    path: &std::path::Path,
+    recipients: Option<&Recipients>,
+    manifest: &dyn Fn(&mut dyn Write) -> Result<crate::manifest::Trailer>,
+) -> Result<(AtomicFile, crate::manifest::Trailer, crate::hashing::Hashed)> {
+    let mut m = AtomicFile::create(path, 0o600, true)?;
+    let (trailer, hashed) = match recipients {
+        // File names are sensitive: the sidecar is encrypted to the same
+        // recipients (not to the read-back key, which nothing reads it with).
+        Some(r) => {
+            let (w, seal) = crate::crypt::writer::encrypt_to(r, None, &mut m)?;
+            let mut w = Hashing::new(w);
+            let t = manifest(&mut w)?;
+            seal.finish()?;
+            (t, w.hashed().1)
+        }
+        None => {
+            let mut w = Hashing::new(std::io::BufWriter::with_capacity(1 << 16, &mut m));
+            let t = manifest(&mut w)?;
+            let (mut b, h) = w.hashed();
+            b.flush()?;
+            (t, h)
+        }
+    };
+    Ok((m, trailer, hashed))
+}
+
 /// Puts the archive's name into write errors (e.g. a full disk), and says
 /// what happens to the partial file.
 struct NamedWriter {
     inner: std::fs::File,
     what: String,
+    /// Bytes written, and how many of them were handed to writeback.
+    written: u64,
+    queued: u64,
 }
+
+/// Writeback is started every this many bytes: large enough to be one
+/// efficient request, small enough that the final fsync has little left.
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 impl NamedWriter {
     fn name(&self, e: std::io::Error) -> std::io::Error {
@@ -461,7 +475,13 @@ impl NamedWriter {
 
 impl Write for NamedWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.inner.write(buf).map_err(|e| self.name(e))
+        let n = self.inner.write(buf).map_err(|e| self.name(e))?;
+        self.written += n as u64;
+        if self.written - self.queued >= WRITEBACK_STEP {
+            crate::fsx::start_writeback(&self.inner, self.queued, self.written - self.queued);
+            self.queued = self.written;
+        }
+        Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush().map_err(|e| self.name(e))

@@ -52,6 +52,25 @@ impl SeekEntry {
             checksum: Some(xxhash_rust::xxh64::xxh64(data, 0) as u32),
         })
     }
+
+    /// The entry of `frame`, a zstd frame written with its content checksum
+    /// and holding `decompressed` bytes. Both formats define the checksum as
+    /// the low 32 bits of XXH64(content, seed 0), little-endian, so the
+    /// frame's last four bytes are the entry's: the content is not hashed a
+    /// second time.
+    pub fn of_frame(frame: &[u8], decompressed: usize) -> Result<SeekEntry> {
+        let tail = frame
+            .len()
+            .checked_sub(4)
+            .map(|at| &frame[at..])
+            .ok_or_else(|| anyhow!("a zstd frame of {} bytes has no checksum", frame.len()))?;
+        let mut e = SeekEntry::of(frame.len(), &[])?;
+        e.decompressed = u32::try_from(decompressed).map_err(|_| {
+            anyhow!("a frame's content of {decompressed} bytes cannot be listed in the seek table (limit 4 GiB)")
+        })?;
+        e.checksum = Some(u32::from_le_bytes(tail.try_into().expect("four bytes")));
+        Ok(e)
+    }
 }
 
 /// A frame located by the seek table.
@@ -341,6 +360,20 @@ mod tests {
         assert_eq!(t.frames()[1].start, 5);
         // XXH64("") = 0xEF46DB3751D8E999: the checksum is its low 32 bits.
         assert_eq!(b.checksum, Some(0x51D8_E999));
+    }
+
+    #[test]
+    fn the_entry_of_a_checksummed_frame_is_the_entry_of_its_content() {
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        c.include_checksum(true).unwrap();
+        for data in [&b""[..], b"x", &[7u8; 100_000]] {
+            let frame = c.compress(data).unwrap();
+            assert_eq!(
+                SeekEntry::of_frame(&frame, data.len()).unwrap(),
+                SeekEntry::of(frame.len(), data).unwrap()
+            );
+        }
+        assert!(SeekEntry::of_frame(b"abc", 0).is_err());
     }
 
     #[test]
