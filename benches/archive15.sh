@@ -24,12 +24,7 @@ date=20251225
 declare -A cmd
 names=()
 add() { names+=("$1"); cmd[$1]="$2"; }
-bins=(after)
-if [[ -n "${BEFORE:-}" ]]; then
-    cp "$BEFORE" "$work/datamig-before.new" && mv "$work/datamig-before.new" "$work/datamig-before"
-    bins+=(before)
-fi
-declare -A path=([after]="$bin" [before]="$work/datamig-before")
+binaries "$work"
 for b in "${bins[@]}"; do
     add "datamig-$b" "rm -rf '$work/d-$b' && '${path[$b]}' --root '$bench_dir' archive small --dest '$work/d-$b' --date $date --no-verify -q"
 done

@@ -37,3 +37,16 @@ fi
 echo "   $("$bin" --version) at $build_rev, $jobs cores"
 
 "$bench_here/make_trees.sh" "$bench_dir"
+
+# The binaries a before/after script runs: `bins` lists "after" (this build)
+# and, with BEFORE=path/to/datamig, "before" (a private copy of it in $1);
+# `path` maps each to its binary.
+binaries() {
+    bins=(after)
+    declare -gA path=([after]="$bin")
+    if [[ -n "${BEFORE:-}" ]]; then
+        cp "$BEFORE" "$1/datamig-before.new" && mv "$1/datamig-before.new" "$1/datamig-before"
+        bins+=(before)
+        path[before]="$1/datamig-before"
+    fi
+}

@@ -20,12 +20,7 @@ small="$bench_dir/small"
 declare -A cmd
 names=()
 add() { names+=("$1"); cmd[$1]="$2"; }
-bins=(after)
-if [[ -n "${BEFORE:-}" ]]; then
-    cp "$BEFORE" "$work/datamig-before.new" && mv "$work/datamig-before.new" "$work/datamig-before"
-    bins+=(before)
-fi
-declare -A path=([after]="$bin" [before]="$work/datamig-before")
+binaries "$work"
 base="$work/small-base.jsonl"
 "$bin" --root "$small" inventory -q -o "$base" >/dev/null
 for b in "${bins[@]}"; do
